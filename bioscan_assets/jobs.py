@@ -1,13 +1,10 @@
 from dagster import AssetSelection, define_asset_job
 
-from bioscan_assets.partitions import samples_partitions
-
 SAMPLE_ASSETS = ["raw_sequences", "sequence_shards", "sequence_embeddings", "vector_index"]
 
 # raw_sequences -> vector_index for one sample partition; what the lab-drop sensor launches.
 sample_pipeline = define_asset_job(
     name="sample_pipeline",
     selection=AssetSelection.assets(*SAMPLE_ASSETS),
-    partitions_def=samples_partitions,
     description="One lab drop from raw files to its rows in the tenant's vector index.",
 )

@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["tests.gcs_emulator"]
+
 
 @pytest.fixture(autouse=True)
 def bioscan_home(tmp_path, monkeypatch) -> str:

@@ -21,7 +21,6 @@ import contextlib
 import gzip
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,8 +35,6 @@ from bioscan_assets.core.drop_validation import (
 from bioscan_assets.core.drops import DropError, SampleDrop
 from bioscan_assets.core.layout import quarantine_record
 from bioscan_assets.core.storage import Store
-
-log = logging.getLogger(__name__)
 
 STATE_DIR = "sensor_state/lab_drop_sensor"
 QUARANTINE_DIR = "quarantine"
@@ -96,9 +93,6 @@ class ScanState:
             raise ValueError(f"unknown sensor state version {doc.get('v')!r}")
         return cls({k: Entry.unpack(v) for k, v in doc["drops"].items()})
 
-    def digest(self) -> str:
-        return hashlib.sha256(self.to_bytes()).hexdigest()[:32]
-
 
 @dataclass(frozen=True)
 class AcceptedDrop:
@@ -124,6 +118,7 @@ class ScanResult:
     processed: int  # manifests validated this tick
     pending: int  # new or changed manifests left for later ticks
     vanished: int = 0  # listed, then gone before they could be read (retried if back)
+    errors: list[str] = field(default_factory=list)  # storage errors; retried next tick
 
 
 def now_iso() -> str:
@@ -204,21 +199,20 @@ def scan_landing(
         prev = state.entries.get(folder)
 
         if tenant_problem(tenant) or sample_id_problem(sample_id):
-            entry = _handle_bad_name(output, folder, tenant, sample_id, fp, prev, existing_records)
+            entry = _handle_bad_name(
+                output, folder, tenant, sample_id, fp, prev, existing_records, sensor_name
+            )
             if entry[1] is not None:
                 result.quarantined.append(entry[1])
             new_entries[folder] = entry[0]
             continue
 
         location = f"{folder}/{MANIFEST_NAME}"
+        record_rel = quarantine_record(tenant, sample_id)
+        manifest_sha = ""
         try:
             raw = landing.read_bytes(location)
-        except FileNotFoundError:
-            result.vanished += 1  # removed since the listing; not recorded, so seen again if back
-            continue
-        manifest_sha = hashlib.sha256(raw).hexdigest()
-        record_rel = quarantine_record(tenant, sample_id)
-        try:
+            manifest_sha = hashlib.sha256(raw).hexdigest()
             drop, verified = check_drop(
                 landing,
                 tenant,
@@ -227,20 +221,23 @@ def scan_landing(
                 manifest=raw,
             )
         except FileNotFoundError:
+            # Removed since the listing: not recorded, so it is checked again if it comes back.
             result.vanished += 1
             continue
-        except DropError as exc:
-            reason = str(exc)
-            new_entries[folder] = Entry(fp, manifest_sha[:16], QUARANTINED)
+        except (DropError, PermissionError) as exc:
+            error = exc if isinstance(exc, DropError) else _unreadable(landing, folder, exc)
+            new_entries[folder] = Entry(fp, manifest_sha[:16] or "-", QUARANTINED)
             same = (
                 prev is not None
                 and prev.status == QUARANTINED
-                and prev.manifest == manifest_sha[:16]
+                and prev.manifest == (manifest_sha[:16] or "-")
                 and record_rel in existing_records
             )
             if not same and record_rel in existing_records:
                 old = _read_record(output, record_rel) or {}
-                same = old.get("manifest_sha256") == manifest_sha and old.get("reason") == reason
+                same = old.get("manifest_sha256") == manifest_sha and old.get("reason") == str(
+                    error
+                )
             if same:
                 continue  # recorded once already; a touched manifest does not re-report
             _write_record(
@@ -251,16 +248,23 @@ def scan_landing(
                     "tenant": tenant,
                     "sample_id": sample_id,
                     "partition": f"{tenant}/{sample_id}",
-                    "reason": reason,
-                    "location": exc.location,
-                    "problem": exc.reason,
+                    "reason": str(error),
+                    "location": error.location,
+                    "problem": error.reason,
                     "manifest_sha256": manifest_sha,
                     "quarantined_at": now_iso(),
                     "sensor": sensor_name,
                 },
             )
             existing_records.add(record_rel)
-            result.quarantined.append(QuarantinedDrop(folder, record_rel, reason, manifest_sha))
+            result.quarantined.append(QuarantinedDrop(folder, record_rel, str(error), manifest_sha))
+            continue
+        except OSError as exc:
+            # Storage trouble (network, server error) is not the lab's fault: keep what we knew
+            # and try again next tick instead of quarantining.
+            result.errors.append(f"{folder}: {type(exc).__name__}: {exc}")
+            if prev is not None:
+                new_entries[folder] = prev
             continue
 
         released = record_rel in existing_records
@@ -274,6 +278,14 @@ def scan_landing(
     return result
 
 
+def _unreadable(landing: Store, folder: str, exc: PermissionError) -> DropError:
+    name = str(exc.filename or "")
+    root = landing.local_path()
+    if root is not None and name.startswith(str(root) + "/"):
+        name = name[len(str(root)) + 1 :]
+    return DropError(name or folder, "permission denied: the file cannot be read")
+
+
 def _handle_bad_name(
     output: Store,
     folder: str,
@@ -282,6 +294,7 @@ def _handle_bad_name(
     fp: str,
     prev: Entry | None,
     existing_records: set[str],
+    sensor_name: str,
 ) -> tuple[Entry, QuarantinedDrop | None]:
     """Record a folder whose names break the contract once, under a safe name."""
     entry = Entry(fp, "-", BAD_NAME)
@@ -302,7 +315,7 @@ def _handle_bad_name(
             "location": folder,
             "problem": f"{which} folder name {problem}",
             "quarantined_at": now_iso(),
-            "sensor": "lab_drop_sensor",
+            "sensor": sensor_name,
         },
     )
     existing_records.add(record_rel)

@@ -72,7 +72,11 @@ def build_lab_drop_sensor(
 
         for item in result.quarantined:
             context.log.warning(f"quarantined {item.folder}: {item.reason} (record {item.record})")
-        known = set(context.instance.get_dynamic_partitions(samples_partitions.name))
+        for error in result.errors:
+            context.log.warning(f"storage error, retried next tick: {error}")
+        known: set[str] = set()
+        if result.accepted:
+            known = set(context.instance.get_dynamic_partitions(samples_partitions.name))
         new_partitions: list[str] = []
         run_requests: list[RunRequest] = []
         for accepted in result.accepted:
@@ -108,7 +112,8 @@ def build_lab_drop_sensor(
         if result.pending or result.processed:
             context.log.info(
                 f"{result.listed} drop(s) listed, {result.processed} checked this tick, "
-                f"{len(result.quarantined)} quarantined, {result.pending} left for later ticks"
+                f"{len(result.quarantined)} quarantined, {len(result.errors)} storage error(s), "
+                f"{result.pending} left for later ticks"
             )
         digest = drop_scan.save_state(output, result.state, context.cursor)
         return SensorResult(

@@ -17,7 +17,6 @@ from bioscan_assets.core.drop_validation import (
 from bioscan_assets.core.drops import DropError
 from bioscan_assets.core.storage import Store
 from tests.drop_helpers import fasta_bytes, sha256_hex, write_drop, write_manifest_json
-from tests.gcs_emulator import gcs_bucket, gcs_emulator  # noqa: F401  (fixtures)
 
 LOC = "acme-lab/S001/sample.json"
 SHA = "a" * 64
@@ -384,7 +383,7 @@ def test_directory_listed_as_file(landing):
 
 
 @pytest.mark.integration
-def test_validate_drop_on_gcs(gcs_bucket):  # noqa: F811
+def test_validate_drop_on_gcs(gcs_bucket):
     landing = Store(f"gs://{gcs_bucket}/landing")
     write_drop(landing, n_files=2)
     write_drop(landing, "acme-lab", "S0010")  # a sibling sharing the prefix "S001"

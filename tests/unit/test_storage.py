@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bioscan_assets.core.storage import Store
-from tests.gcs_emulator import gcs_bucket, gcs_client, gcs_emulator  # noqa: F401  (fixtures)
+from tests.gcs_emulator import gcs_client
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -126,7 +126,7 @@ def test_local_path_only_for_local_roots(tmp_path):
 
 
 @pytest.mark.integration
-def test_gcs_store_and_real_client_see_the_same_objects(gcs_bucket):  # noqa: F811
+def test_gcs_store_and_real_client_see_the_same_objects(gcs_bucket):
     store = Store(f"gs://{gcs_bucket}/landing")
     client = gcs_client()
     client.bucket(gcs_bucket).blob("landing/acme/S1/sample.json").upload_from_string(b'{"a":1}')
@@ -146,7 +146,7 @@ def test_gcs_store_and_real_client_see_the_same_objects(gcs_bucket):  # noqa: F8
 
 
 @pytest.mark.integration
-def test_gcs_bucket_root_without_prefix(gcs_bucket):  # noqa: F811
+def test_gcs_bucket_root_without_prefix(gcs_bucket):
     store = Store(f"gs://{gcs_bucket}")
     store.write_bytes("t/S1/sample.json", b"{}")
     store.write_bytes("t/S1/a.fa", b">a\nA\n")
