@@ -5,7 +5,6 @@ partitions and runs `sample_pipeline` for each, then `tune_and_evaluate`, as rea
 same instance: the UI shows every one of them.
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 
