@@ -5,7 +5,6 @@ partitions and runs `sample_pipeline` for each, then `tune_and_evaluate`, as rea
 same instance: the UI shows every one of them.
 """
 
-
 from pathlib import Path
 
 from dagster import Failure, In, Nothing, OpExecutionContext, job, op
@@ -59,14 +58,18 @@ def _run_job(context: OpExecutionContext, job_name: str, partition_key: str | No
     return result.success
 
 
-@op(description="Run sample_pipeline for every demo sample; one failing sample does not stop the rest.")
+@op(
+    description="Run sample_pipeline for every demo sample; one failing sample does not stop the rest."
+)
 def run_sample_pipelines(context: OpExecutionContext, partition_keys: list[str]) -> None:
     failed = [key for key in partition_keys if not _run_job(context, "sample_pipeline", key)]
     if failed:
         raise Failure(f"sample_pipeline failed for {failed}; open those runs in the UI for details")
 
 
-@op(ins={"after": In(Nothing)}, description="Tune the LoRA adapter and write the evaluation report.")
+@op(
+    ins={"after": In(Nothing)}, description="Tune the LoRA adapter and write the evaluation report."
+)
 def run_tune_and_evaluate(context: OpExecutionContext) -> None:
     if not _run_job(context, "tune_and_evaluate"):
         raise Failure("tune_and_evaluate failed; open its run in the UI for details")

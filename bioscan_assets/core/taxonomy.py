@@ -82,7 +82,9 @@ def parse_taxonomy(data: bytes, *, name: str) -> dict[str, str]:
     if not data.strip():
         raise DropError(name, "taxonomy file is empty; expected a 'Feature ID<TAB>Taxon' header")
     if b"\x00" in data[:65536]:
-        raise DropError(f"{name} line 1", "binary data where a tab-separated text file was expected")
+        raise DropError(
+            f"{name} line 1", "binary data where a tab-separated text file was expected"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -1,0 +1,150 @@
+"""`sequence_embeddings`: one 2560-dim (model hidden size) vector per shard row."""
+
+import time
+
+import numpy as np
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from bioscan_assets.core.embedding import (
+    EmbedStats,
+    embed_partition,
+    iter_embedding_batches,
+    read_embedding_manifest,
+)
+from bioscan_assets.core.layout import split_partition_key
+from bioscan_assets.core.shards import read_shard_manifest
+from bioscan_assets.k8s import accelerator_step_tags
+from bioscan_assets.partitions import samples_partitions
+from bioscan_assets.resources.accelerator import AcceleratorResource
+from bioscan_assets.resources.storage import StorageResource
+
+
+@asset(
+    key="sequence_embeddings",
+    group_name="embed",
+    partitions_def=samples_partitions,
+    deps=[AssetKey("sequence_shards")],
+    kinds={"jax", "parquet"},
+    owners=["team:bioscan"],
+    code_version="1",
+    op_tags=accelerator_step_tags(),
+    pool="tpu",
+    # a backfill embeds up to 20 samples per run: the model loads and compiles once per run
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=20),
+    description="Nucleotide Transformer embeddings (mean of the last layer) of every shard row, "
+    "written in resumable chunks under <storage>/embeddings/<model_id>/.",
+)
+def sequence_embeddings(
+    context: AssetExecutionContext, storage: StorageResource, accelerator: AcceleratorResource
+) -> MaterializeResult:
+    store = storage.output_store()
+    started = time.perf_counter()
+    executor = accelerator.executor()
+    model = executor.model
+    load_s = time.perf_counter() - started
+    compiled_before = executor.compilations
+    rows_by_partition = {}
+    total = EmbedStats()
+    for key in context.partition_keys:
+        tenant, sample_id = split_partition_key(key)
+        executor.stats = EmbedStats(shapes=set())
+        result = embed_partition(
+            store,
+            tenant,
+            sample_id,
+            executor,
+            chunk_rows=accelerator.chunk_rows,
+            chunk_seconds=accelerator.chunk_seconds,
+            log=context.log.info,
+        )
+        rows_by_partition[key] = (result["rows"], result["computed_rows"], result["resumed_rows"])
+        stats = executor.stats
+        for name in ("sequences", "real_tokens", "computed_tokens", "windowed", "batches"):
+            setattr(total, name, getattr(total, name) + getattr(stats, name))
+        for name in ("read_s", "tokenise_s", "compute_s", "write_s"):
+            setattr(total, name, getattr(total, name) + getattr(stats, name))
+        total.shapes |= stats.shapes
+    wall = time.perf_counter() - started
+    stats_md = total.as_metadata(wall)
+    table = "\n".join(
+        f"| {key} | {rows} | {computed} | {resumed} |"
+        for key, (rows, computed, resumed) in rows_by_partition.items()
+    )
+    if not model.pretrained:
+        context.log.warning(
+            f"model {model.model_id} is NOT pretrained (random weights): vectors are for testing"
+        )
+    return MaterializeResult(
+        metadata={
+            "rows": sum(r for r, _, _ in rows_by_partition.values()),
+            "computed_rows": stats_md["sequences"],
+            "model_id": model.model_id,
+            "weights_hash": model.weights_hash,
+            "pretrained": model.pretrained,
+            **{k: v for k, v in executor.accelerator.describe().items()},
+            "dim": model.config.hidden_size,
+            "sequences_per_s": stats_md["sequences_per_s"],
+            "tokens_per_s": stats_md["tokens_per_s"],
+            "padding_efficiency": stats_md["padding_efficiency"],
+            "batch_shapes": stats_md["compilations"],
+            "new_compilations": executor.compilations - compiled_before,
+            "windowed_sequences": stats_md["windowed"],
+            "model_load_s": round(load_s, 3),
+            "read_s": stats_md["read_s"],
+            "tokenise_s": stats_md["tokenise_s"],
+            "compute_s": stats_md["compute_s"],
+            "write_s": stats_md["write_s"],
+            "wall_s": stats_md["wall_s"],
+            "partitions": MetadataValue.md(
+                "| partition | rows | computed now | resumed |\n|---|---|---|---|\n" + table
+            ),
+        }
+    )
+
+
+@asset_check(
+    asset="sequence_embeddings",
+    description="One finite vector per shard row, of the model's hidden size.",
+)
+def embeddings_complete(
+    context: AssetCheckExecutionContext, storage: StorageResource, accelerator: AcceleratorResource
+) -> AssetCheckResult:
+    store = storage.output_store()
+    model = accelerator.executor().model
+    problems = []
+    checked = 0
+    for key in (
+        context.partition_keys if context.has_partition_key_range else [context.partition_key]
+    ):
+        tenant, sample_id = split_partition_key(key)
+        shard_rows = read_shard_manifest(store, tenant, sample_id)["rows"]
+        manifest = read_embedding_manifest(store, model.model_id, tenant, sample_id)
+        rows = 0
+        for batch in iter_embedding_batches(store, model.model_id, tenant, sample_id):
+            vectors = batch.column("vector")
+            if vectors.type.list_size != model.config.hidden_size:
+                problems.append(f"{key}: dimension {vectors.type.list_size}")
+            values = vectors.flatten().to_numpy(zero_copy_only=False)
+            if not np.isfinite(values).all():
+                problems.append(f"{key}: NaN/Inf in vectors")
+            rows += batch.num_rows
+        if rows != shard_rows or manifest["rows"] != shard_rows:
+            problems.append(f"{key}: {rows} vectors for {shard_rows} shard rows")
+        checked += rows
+    return AssetCheckResult(
+        passed=not problems,
+        metadata={"vectors_checked": checked, "problems": "; ".join(problems) or "none"},
+    )
+
+
+embed_checks = [embeddings_complete]

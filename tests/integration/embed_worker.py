@@ -1,0 +1,23 @@
+"""Subprocess entry for the resume test: embed one partition with small chunks."""
+
+import sys
+import time
+
+from bioscan_assets.core.accelerator import Accelerator
+from bioscan_assets.core.embedding import EmbeddingExecutor, embed_partition
+from bioscan_assets.core.presets import load_model
+from bioscan_assets.core.storage import Store
+
+if __name__ == "__main__":
+    storage, tenant, sample_id, chunk_rows, cache = sys.argv[1:6]
+    accelerator = Accelerator.discover(cache_dir=cache)  # the three runs share compilations
+    executor = EmbeddingExecutor(load_model("tiny"), accelerator, token_budget=512)
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+        time.sleep(0.5)  # after each commit: room for the test's SIGKILL to land mid-partition
+
+    result = embed_partition(
+        Store(storage), tenant, sample_id, executor, chunk_rows=int(chunk_rows), log=log
+    )
+    print(f"RESULT computed={result['computed_rows']} resumed={result['resumed_rows']}", flush=True)

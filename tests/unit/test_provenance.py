@@ -1,0 +1,266 @@
+"""Run manifests, trigger/user derivation, data versions and reproducibility of outputs."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    DynamicPartitionsDefinition,
+    MaterializeResult,
+    asset,
+    materialize,
+)
+
+from bioscan_assets.core import provenance
+from bioscan_assets.core.costs import Prices, estimate_cost, sum_costs
+from bioscan_assets.core.storage import Store
+from bioscan_assets.provenance_dagster import (
+    bioscan_run_tags,
+    embedding_data_version,
+    embedding_input,
+    model_code_version,
+    record_provenance,
+    run_trigger,
+    run_user,
+    shard_data_version,
+)
+from tests.pipeline_helpers import ingest, write_fasta_drop
+
+SHA = "ab" * 32
+
+
+def _manifest(**overrides):
+    kwargs = {
+        "run_id": "run-1",
+        "tags": {"dagster/partition": "acme-lab/S1"},
+        "trigger": "sensor",
+        "user": "alice",
+        "inputs": {"seqs.fasta": SHA},
+        "code_version": "shards-1",
+        "config": {"min_length": 50, "max_n_fraction": 0.1},
+        "rows": {"rows": 10, "records_read": 12},
+        "model": {"model_id": "tiny", "weights_hash": "cd" * 32},
+        "timing": provenance.make_timing(
+            started_at=1_700_000_000.0,
+            finished_at=1_700_000_360.0,
+            device={"platform": "tpu", "device_kind": "TPU v5 lite", "device_count": 8},
+        ),
+        "outputs": {"bytes": 2_000_000_000},
+        "prices": Prices(device_hour={"cpu": 0.1, "gpu": 3.0, "tpu": 1.2}),
+    }
+    kwargs |= overrides
+    return provenance.build_run_manifest("sequence_shards", "acme-lab/S1", **kwargs)
+
+
+def test_manifest_records_everything_the_issue_asks_for():
+    doc = _manifest()
+    assert doc["asset"] == "sequence_shards"
+    assert (doc["tenant"], doc["sample_id"], doc["partition_key"]) == ("acme-lab", "S1", "acme-lab/S1")
+    assert doc["inputs"] == {"seqs.fasta": SHA}
+    assert doc["code_version"] == "shards-1"
+    assert doc["model"]["weights_hash"] == "cd" * 32
+    assert doc["rows"] == {"records_read": 12, "rows": 10}
+    assert doc["run"] == {
+        "trigger": "sensor",
+        "user": "alice",
+        "tags": {"dagster/partition": "acme-lab/S1"},
+    }
+    libs = doc["libraries"]
+    for name in ("dagster", "jax", "jaxlib", "flax", "optax", "pyarrow", "lancedb", "pysam", "numpy"):
+        assert libs[name] == importlib.metadata.version(name)
+    assert libs["python"].count(".") == 2 and libs["bioscan"]
+    # 8 TPU chips for 6 minutes: 0.8 chip-hours x 1.20 + the host's 0.1 h x 0.10
+    timing = doc["timing"]
+    assert (timing["device_kind"], timing["device_count"]) == ("tpu", 8)
+    assert timing["wall_seconds"] == 360.0 and timing["device_seconds"] == 2880.0
+    assert doc["cost"]["compute_usd"] == pytest.approx(0.8 * 1.2 + 0.1 * 0.1)
+    assert doc["cost"]["storage_usd_per_month"] == pytest.approx(2 * 0.02)
+    json.dumps(doc, allow_nan=False)  # JSON-able as is
+
+
+def test_config_hash_is_canonical():
+    a = provenance.config_hash({"b": 1, "a": [1.5, "x"], "c": {"z": None, "y": (1, 2)}})
+    b = provenance.config_hash({"c": {"y": [1, 2], "z": None}, "a": [1.5, "x"], "b": 1})
+    assert a == b and len(a) == 64
+    assert a != provenance.config_hash({"b": 2, "a": [1.5, "x"], "c": {"z": None, "y": (1, 2)}})
+    assert provenance.canonical_json({"b": 1, "a": 2}) == b'{"a":2,"b":1}'
+    with pytest.raises(ValueError, match="not finite"):
+        provenance.config_hash({"x": float("nan")})
+
+
+def test_manifest_refuses_bad_scope():
+    with pytest.raises(ValueError):
+        _manifest(tenant="other-lab")  # tenant does not own the partition
+    with pytest.raises(ValueError):
+        provenance.build_run_manifest("a/../b", None, run_id="r")
+    with pytest.raises(ValueError):
+        provenance.build_run_manifest("x", None, run_id="../escape")
+    with pytest.raises(ValueError, match="trigger"):
+        _manifest(trigger="cron")
+
+
+def test_write_read_latest_and_tenant_listing(tmp_path):
+    store = Store(str(tmp_path))
+    first = _manifest(run_id="run-1")
+    second = _manifest(run_id="run-2", rows={"rows": 11})
+    rel1 = provenance.write_run_manifest(store, first)
+    rel2 = provenance.write_run_manifest(store, second)
+    assert rel1 == "manifests/sequence_shards/tenant=acme-lab/sample=S1/run-1.json"
+    assert json.loads(store.read_bytes(rel1)) == first
+    assert provenance.read_latest_manifest(store, "sequence_shards", "acme-lab", "S1") == second
+    found = dict(provenance.iter_run_manifests(store, "acme-lab"))
+    assert set(found) == {rel1, rel2}  # latest.json is a pointer, not a third run
+    assert list(provenance.iter_run_manifests(store, "other-lab")) == []
+    glob_doc = provenance.build_run_manifest("lora_adapter", None, run_id="r9")
+    assert provenance.write_run_manifest(store, glob_doc) == "manifests/lora_adapter/_global/r9.json"
+
+
+def test_flat_metadata_is_scalar():
+    flat = provenance.flat_metadata(_manifest(), "file:///x")
+    assert flat["provenance/model_id"] == "tiny" and flat["provenance/trigger"] == "sensor"
+    assert flat["provenance/rows/rows"] == 10 and flat["cost/device_kind"] == "tpu"
+    assert all(isinstance(v, str | int | float) for v in flat.values())
+
+
+@pytest.mark.parametrize(
+    ("tags", "env", "trigger"),
+    [
+        ({"dagster/sensor_name": "lab_drop_sensor", "bioscan/trigger": "sensor"}, {}, "sensor"),
+        ({"dagster/schedule_name": "retention_schedule"}, {}, "schedule"),
+        ({"dagster/backfill": "abcd"}, {"CI": "true"}, "backfill"),
+        ({"bioscan/trigger": "demo"}, {}, "demo"),
+        ({"bioscan/trigger": "CI"}, {}, "ci"),
+        ({}, {"CI": "true"}, "ci"),
+        ({}, {}, "manual"),
+        ({"bioscan/trigger": "rubbish"}, {}, "manual"),
+    ],
+)
+def test_trigger_from_tags(tags, env, trigger):
+    assert run_trigger(tags, env) == trigger
+
+
+def test_user_from_tags_then_process():
+    assert run_user({"dagster/user": "ann@lab.org", "bioscan/user": "bob"}, {}) == "ann@lab.org"
+    assert run_user({"bioscan/user": "bob"}, {"USER": "ci"}) == "bob"
+    assert run_user({}, {"USER": "carol"}) == "carol"
+    assert bioscan_run_tags("CI", "dan") == {"bioscan/trigger": "ci", "bioscan/user": "dan"}
+    with pytest.raises(ValueError):
+        bioscan_run_tags("cron")
+
+
+def test_costs_by_device_class():
+    prices = Prices(device_hour={"cpu": 0.5, "gpu": 4.0, "tpu": 2.0}, storage_gb_month=0.1)
+    cpu = estimate_cost(prices, device_kind="cpu", device_seconds=7200, wall_seconds=7200)
+    gpu = estimate_cost(
+        prices, device_kind="NVIDIA H100 80GB HBM3", device_seconds=3600, wall_seconds=3600
+    )
+    assert cpu["compute_usd"] == 1.0 and gpu["compute_usd"] == 4.5 and gpu["device_kind"] == "gpu"
+    totals = sum_costs([_manifest(), _manifest(run_id="run-2")])
+    assert totals["runs"] == 2 and totals["by_asset"]["sequence_shards"]["runs"] == 2
+    assert totals["compute_usd"] == pytest.approx(2 * _manifest()["cost"]["compute_usd"])
+
+
+# --- through Dagster -------------------------------------------------------------------------
+
+samples = DynamicPartitionsDefinition(name="samples")
+
+
+def test_record_provenance_from_a_real_run(tmp_path):
+    store = Store(str(tmp_path / "storage"))
+
+    @asset(key="sequence_shards", partitions_def=samples, code_version="shards-7")
+    def shards(context) -> MaterializeResult:
+        meta = record_provenance(
+            context,
+            store,
+            inputs={"seqs.fasta": SHA},
+            config={"min_length": 50},
+            rows={"rows": 3},
+        )
+        return MaterializeResult(metadata=meta)
+
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("samples", ["acme-lab/S1"])
+    result = materialize(
+        [shards],
+        partition_key="acme-lab/S1",
+        instance=instance,
+        tags={"bioscan/trigger": "demo", "dagster/user": "ann"},
+    )
+    doc = provenance.read_latest_manifest(store, "sequence_shards", "acme-lab", "S1")
+    assert doc["run_id"] == result.run_id and doc["code_version"] == "shards-7"
+    assert (doc["run"]["trigger"], doc["run"]["user"]) == ("demo", "ann")
+    assert doc["run"]["tags"]["dagster/partition"] == "acme-lab/S1"
+    assert doc["timing"]["wall_seconds"] >= 0 and doc["timing"]["device_kind"] == "cpu"
+    event = instance.get_latest_materialization_event(AssetKey("sequence_shards"))
+    metadata = event.asset_materialization.metadata
+    assert metadata["provenance/config_hash"].value == provenance.config_hash({"min_length": 50})
+    assert metadata["provenance/run_manifest"].value.endswith(f"{result.run_id}.json")
+    assert metadata["provenance/trigger"].value == "demo"
+
+
+# --- reproducibility -------------------------------------------------------------------------
+
+
+def _drop(landing: Path) -> dict[str, str]:
+    rng = np.random.default_rng(5)
+    seqs = {f"r{i}": "".join(rng.choice(list("ACGTN"), 120, p=[0.24] * 4 + [0.04])) for i in range(300)}
+    write_fasta_drop(landing, "acme-lab", "S1", seqs, taxonomy={"r1": "k__Bacteria; p__X"})
+    return seqs
+
+
+def _tree(store: Store, prefix: str) -> dict[str, bytes]:
+    return {rel[len(prefix) :]: store.read_bytes(rel) for rel in store.list_files(prefix)}
+
+
+def test_same_inputs_and_code_give_byte_identical_shards(tmp_path):
+    _drop(tmp_path / "landing")
+    landing = Store(str(tmp_path / "landing"))
+    one, two = Store(str(tmp_path / "one")), Store(str(tmp_path / "two"))
+    m1 = ingest(landing, one, "acme-lab", "S1")
+    m2 = ingest(landing, two, "acme-lab", "S1")
+    a, b = _tree(one, "shards/"), _tree(two, "shards/")
+    assert a == b and len(a) >= 2  # every part and the manifest, byte for byte
+    assert shard_data_version(m1) == shard_data_version(m2)
+
+
+def test_same_shards_and_model_give_identical_vectors(tmp_path):
+    from bioscan_assets.core.accelerator import Accelerator
+    from bioscan_assets.core.embedding import EmbeddingExecutor, embed_partition
+    from bioscan_assets.core.presets import load_model
+
+    _drop(tmp_path / "landing")
+    landing = Store(str(tmp_path / "landing"))
+    stores = [Store(str(tmp_path / name)) for name in ("one", "two")]
+    manifests = []
+    for store in stores:
+        ingest(landing, store, "acme-lab", "S1")
+        executor = EmbeddingExecutor(load_model("tiny"), Accelerator.discover(), token_budget=2048)
+        manifests.append(embed_partition(store, "acme-lab", "S1", executor, chunk_rows=128))
+    vectors = []
+    for store in stores:
+        parts = sorted(
+            r for r in store.list_files("embeddings/tiny") if r.endswith(".parquet")
+        )
+        table = [pq.read_table(store.url(r)) for r in parts]
+        vectors.append(np.concatenate([np.stack(t.column("vector").to_numpy(zero_copy_only=False)) for t in table]))
+    assert vectors[0].shape == (manifests[0]["rows"], 64) and manifests[0]["rows"] > 250
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+    assert _tree(stores[0], "embeddings/") == _tree(stores[1], "embeddings/")
+    assert embedding_data_version(manifests[0]) == embedding_data_version(manifests[1])
+    assert embedding_input(stores[0], "tiny", "acme-lab", "S1") == embedding_input(
+        stores[1], "tiny", "acme-lab", "S1"
+    )
+
+
+def test_model_code_version_changes_with_the_model():
+    assert model_code_version("1", "demo") == model_code_version("1", "demo")
+    assert model_code_version("1", "demo") != model_code_version("1", "tiny")
+    assert model_code_version("1", "demo").startswith("1+model-")
