@@ -119,8 +119,10 @@ def sequence_embeddings(
 def embeddings_complete(
     context: AssetCheckExecutionContext, storage: StorageResource, accelerator: AcceleratorResource
 ) -> AssetCheckResult:
+    from bioscan_assets.core.presets import load_model
+
     store = storage.output_store()
-    model = accelerator.executor().model
+    model = load_model(accelerator.model)  # cached; no need to put weights on devices here
     problems = []
     checked = 0
     for key in (

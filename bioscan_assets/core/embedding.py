@@ -75,6 +75,7 @@ class EmbeddingExecutor:
         self.accelerator = accelerator
         self.token_budget = token_budget
         self.stats = EmbedStats()
+        self.compiled_shapes: set[tuple[int, int]] = set()  # for the process lifetime
         self._params = accelerator.replicate(model.params)
         module = model.module(accelerator.dtype)
         pad_id = model.tokenizer.pad_id
@@ -91,7 +92,7 @@ class EmbeddingExecutor:
 
     @property
     def compilations(self) -> int:
-        return len(self.stats.shapes)
+        return len(self.compiled_shapes)
 
     def embed(self, sequences: list[str]) -> np.ndarray:
         """float32 [N, H] in input order; long sequences are windowed and length-weighted."""
@@ -119,6 +120,7 @@ class EmbeddingExecutor:
             device_count=self.accelerator.device_count,
         ):
             stats.shapes.add(batch.ids.shape)
+            self.compiled_shapes.add(batch.ids.shape)
             stats.batches += 1
             stats.real_tokens += batch.real_tokens
             stats.computed_tokens += batch.computed_tokens

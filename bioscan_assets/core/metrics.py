@@ -108,9 +108,7 @@ def calibration(
     return out
 
 
-def confusion(
-    truth: Sequence[Label], predicted: Sequence[Label], top: int = 12
-) -> dict[str, Any]:
+def confusion(truth: Sequence[Label], predicted: Sequence[Label], top: int = 12) -> dict[str, Any]:
     """Counts among the `top` most frequent true labels; other calls go to 'other', none to 'abstained'."""
     known = [(t, p) for t, p in zip(truth, predicted, strict=True) if t is not None]
     labels = [label for label, _ in Counter(t for t, _ in known).most_common(top)]
@@ -126,3 +124,30 @@ def confusion(
             col = index.get(p, len(labels))
         matrix[index[t], col] += 1
     return {"rows": labels, "columns": columns, "counts": matrix.tolist()}
+
+
+def method_report(
+    label: str,
+    description: str,
+    truth: Sequence[Sequence[Label]],
+    predicted: Sequence[Sequence[Label]],
+    raw_predicted: Sequence[Sequence[Label]],
+    confidence: np.ndarray,
+    train_labels: Sequence[set[str]],
+    ranks: Sequence[str] = RANKS,
+) -> dict[str, Any]:
+    """Everything the report shows for one method, JSON-able."""
+    confidence = np.asarray(confidence, dtype=float)
+    genus = list(ranks).index("genus") if "genus" in ranks else len(ranks) - 1
+    return {
+        "label": label,
+        "description": description,
+        "metrics": rank_metrics(truth, predicted, train_labels, ranks),
+        "calibration": {
+            rank: calibration(
+                [t[r] for t in truth], [p[r] for p in raw_predicted], confidence[:, r]
+            )
+            for r, rank in enumerate(ranks)
+        },
+        "confusion_genus": confusion([t[genus] for t in truth], [p[genus] for p in predicted]),
+    }

@@ -141,7 +141,8 @@ class NTLayer(nn.Module):
         k = self._dense("key", cfg.hidden_size, h, deterministic).reshape(shape)
         v = self._dense("value", cfg.hidden_size, h, deterministic).reshape(shape)
         q = q * jnp.asarray(1.0 / math.sqrt(cfg.head_dim), self.dtype)  # ESM scales q first
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
+        # scores leave the matmul in f32 (no bf16 rounding of logits before the softmax)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
         weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         context = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, length, -1)
         x = x + self._dense("attention_output", cfg.hidden_size, context, deterministic)

@@ -67,7 +67,7 @@ def weights_hash(params: Any) -> str:
         array = np.asarray(leaf)
         array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         digest.update(f"{path}|{array.shape}|{array.dtype}\n".encode())
-        digest.update(array.tobytes())
+        digest.update(memoryview(array).cast("B"))  # no copy of large leaves
     return digest.hexdigest()
 
 

@@ -597,12 +597,13 @@ def _plan_jax_cache(home: Store, settings: Mapping[str, Any], now: datetime) -> 
             Deletion(
                 policy="jax_cache",
                 root="home",
-                target=key,
+                target=root,
                 files=tuple(files),
                 bytes=entry["bytes"],
                 reason=f"unused since {entry['used'].isoformat(timespec='seconds')}"
                 if too_old
                 else f"cache above {cap} bytes: least recently used",
+                details=(("entry", key.rsplit("/", 1)[-1]),),
             )
         )
     return out
@@ -886,7 +887,7 @@ def apply_retention(
             for rel in item.files:
                 root.delete(rel)
                 deleted.append(rel)
-            if item.root == "home" or item.policy == "checkpoints":
+            if item.policy in ("checkpoints", "wandb"):
                 _remove_empty_dirs(root, item.target)
         except BaseException as exc:
             audit.append(

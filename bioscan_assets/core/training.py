@@ -179,6 +179,102 @@ def make_split(
     return Split(seed, train, sorted(test_seen), sorted(test_unseen), sorted(unseen))
 
 
+# --- reference data ----------------------------------------------------------------------------
+
+
+@dataclass
+class ReferenceData:
+    """Labelled sequences of the reference partitions; ids are `<tenant>/<sample>/<sequence_id>`."""
+
+    ids: list[str]
+    sequences: list[str]
+    lineages: list[Lineage]
+    partitions: dict[str, dict[str, Any]]  # partition key -> rows, labelled rows, shard version
+
+    def subset(self, wanted: Sequence[str]) -> tuple[list[str], list[Lineage]]:
+        index = {sid: i for i, sid in enumerate(self.ids)}
+        missing = [w for w in wanted if w not in index]
+        if missing:
+            raise KeyError(
+                f"{len(missing)} ids of the recorded split are no longer in the reference shards "
+                f"(e.g. {missing[0]}): re-materialise lora_adapter"
+            )
+        rows = [index[w] for w in wanted]
+        return [self.sequences[i] for i in rows], [self.lineages[i] for i in rows]
+
+
+def find_reference_partitions(
+    store: Store, partition_keys: Sequence[str]
+) -> tuple[list[str], dict[str, str]]:
+    """(reference partition keys, {key: why it was skipped}) from shard and raw manifests.
+
+    A partition is a reference sample when its drop had a taxonomy.tsv that matched sequences.
+    A reference drop whose shards are missing is reported, so the caller can say what to run.
+    """
+    from bioscan_assets.core.layout import split_partition_key
+    from bioscan_assets.core.raw import read_raw_manifest
+    from bioscan_assets.core.shards import read_shard_manifest
+
+    references, skipped = [], {}
+    for key in sorted(partition_keys):
+        tenant, sample_id = split_partition_key(key)
+        try:
+            shards = read_shard_manifest(store, tenant, sample_id)
+        except FileNotFoundError:
+            try:
+                raw = read_raw_manifest(store, tenant, sample_id)
+            except FileNotFoundError:
+                skipped[key] = "not ingested (no raw or shard manifest)"
+                continue
+            if raw.get("taxonomy"):
+                skipped[key] = "reference drop without shards: materialise sequence_shards"
+            else:
+                skipped[key] = "no taxonomy.tsv"
+            continue
+        labels = shards.get("taxonomy") or {}
+        if labels.get("matched_ids", 0) > 0:
+            references.append(key)
+        else:
+            skipped[key] = "no taxonomy.tsv" if not labels else "taxonomy.tsv matched no sequence"
+    return references, skipped
+
+
+def load_reference_data(store: Store, partition_keys: Sequence[str]) -> ReferenceData:
+    """Every labelled row (non-null `taxonomy`) of the given partitions' shards."""
+    from bioscan_assets.core.layout import split_partition_key
+    from bioscan_assets.core.shards import iter_shard_batches, read_shard_manifest
+    from bioscan_assets.core.taxonomy import split_taxon
+
+    data = ReferenceData([], [], [], {})
+    for key in sorted(partition_keys):
+        tenant, sample_id = split_partition_key(key)
+        manifest = read_shard_manifest(store, tenant, sample_id)
+        rows = labelled = 0
+        for batch in iter_shard_batches(
+            store, tenant, sample_id, columns=["sequence_id", "dna_sequence", "taxonomy"]
+        ):
+            for sid, seq, taxon in zip(
+                batch.column(0).to_pylist(),
+                batch.column(1).to_pylist(),
+                batch.column(2).to_pylist(),
+                strict=True,
+            ):
+                rows += 1
+                lineage = split_taxon(taxon)
+                if taxon is None or all(label is None for label in lineage):
+                    continue
+                labelled += 1
+                data.ids.append(f"{key}/{sid}")
+                data.sequences.append(seq)
+                data.lineages.append(lineage)
+        data.partitions[key] = {
+            "rows": rows,
+            "labelled_rows": labelled,
+            "shard_version": manifest["version"],
+        }
+    return data
+
+
 # --- model -------------------------------------------------------------------------------------
 
 
@@ -582,7 +678,7 @@ def train_classifier(
             "trainable": optax.apply_updates(state["trainable"], updates),
             "opt_state": opt_state,
         }
-        return new_state, loss, per_rank, optax.global_norm(grads)
+        return new_state, loss, per_rank, optax.tree.norm(grads)
 
     rep, data = accelerator.replicated, accelerator.batch_sharding
     step_fn = jax.jit(
@@ -623,7 +719,10 @@ def train_classifier(
             t = time.perf_counter()
             ids_np, labels_np = training_batch(tokens, labels, step, config, batch_size, pad_id)
             state, loss, per_rank, grad_norm = step_fn(
-                state, frozen_dev, accelerator.shard_batch(ids_np), accelerator.shard_batch(labels_np)
+                state,
+                frozen_dev,
+                accelerator.shard_batch(ids_np),
+                accelerator.shard_batch(labels_np),
             )
             loss_v = float(loss)  # waits for the step
             elapsed = time.perf_counter() - t
@@ -770,7 +869,9 @@ def save_adapter(store: Store, adapter: Adapter, split: Split | None = None) -> 
     blob = save_tensors(adapter.tensors(), metadata={"format": ADAPTER_FORMAT})
     sha = hashlib.sha256(blob).hexdigest()
     doc = adapter.describe(sha, len(blob))
-    version = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+    # `extra` (timings, provenance) is recorded but does not define the adapter
+    defining = {k: v for k, v in doc.items() if k != "extra"}
+    version = hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:12]
     doc["version"] = version
     adapter.version = version
     folder = adapter_dir(adapter.base_model_id, version)

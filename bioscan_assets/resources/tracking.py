@@ -86,7 +86,8 @@ class WandbResource(ConfigurableResource):
     project: str = Field(default="bioscan", description="W&B project.")
     entity: str | None = Field(default=None, description="W&B entity (team); None = default.")
     mode: str | None = Field(
-        default=None, description="online/offline/disabled; None reads WANDB_MODE (default offline)."
+        default=None,
+        description="online/offline/disabled; None reads WANDB_MODE (default offline).",
     )
     directory: str = Field(default="", description="Run folders; default $BIOSCAN_HOME/wandb.")
 
@@ -190,14 +191,10 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
             )
         elif kind == "summary":
             for item in record.summary.update:
-                out["summary"][item.key or "/".join(item.nested_key)] = json.loads(
-                    item.value_json
-                )
+                out["summary"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind == "config":
             for item in record.config.update:
-                out["config"][item.key or "/".join(item.nested_key)] = json.loads(
-                    item.value_json
-                )
+                out["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind == "artifact":
             out["artifacts"].append(
                 {
@@ -209,9 +206,7 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
             )
         elif kind == "run":
             for item in record.run.config.update:
-                out["config"][item.key or "/".join(item.nested_key)] = json.loads(
-                    item.value_json
-                )
+                out["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
             out["run"] = {
                 "id": record.run.run_id,
                 "name": record.run.display_name,

@@ -1,0 +1,198 @@
+"""`vector_index`: the partition's rows in the tenant's LanceDB table for the embedding model."""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+from pydantic import Field
+
+from bioscan_assets.core import vector_index as vi
+from bioscan_assets.core.layout import split_partition_key
+from bioscan_assets.partitions import samples_partitions
+from bioscan_assets.resources.storage import StorageResource
+from bioscan_assets.resources.vector_store import VectorStoreResource
+
+EMBEDDINGS_KEY = AssetKey("sequence_embeddings")
+SHARDS_KEY = AssetKey("sequence_shards")
+INDEX_KEY = AssetKey("vector_index")
+OWNERS = ["team:bioscan"]
+
+
+class VectorIndexConfig(Config):
+    model_id: str = Field(
+        default="",
+        description="Model whose embeddings to index. Default: the model of the latest "
+        "sequence_embeddings materialisation of this partition, else the only one on storage.",
+    )
+
+
+def _latest_metadata(context, key: AssetKey, partition: str, name: str) -> str | None:
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    for record in records:
+        materialization = record.asset_materialization
+        value = materialization.metadata.get(name) if materialization else None
+        if value is not None and value.value:
+            return str(value.value)
+    return None
+
+
+def _model_id(context, store, tenant: str, sample_id: str, configured: str = "") -> str:
+    if configured:
+        return configured
+    upstream = _latest_metadata(context, EMBEDDINGS_KEY, context.partition_key, "model_id")
+    return vi.choose_model_id(store, tenant, sample_id, upstream)
+
+
+@asset(
+    key=INDEX_KEY,
+    group_name="index",
+    partitions_def=samples_partitions,
+    deps=[EMBEDDINGS_KEY, SHARDS_KEY],
+    kinds={"lancedb"},
+    owners=OWNERS,
+    code_version=f"index-{vi.SCHEMA_VERSION}",
+    # One writer per LanceDB table: concurrent merge_inserts can duplicate rows (lancedb#3377).
+    # The file lock covers one machine; set the pool's limit to 1 for everything else:
+    # `dagster instance concurrency set lancedb 1` (or concurrency.pools in dagster.yaml).
+    pool="lancedb",
+    description="The partition's shard rows + embedding vectors upserted into the tenant's "
+    "LanceDB table for the model (<storage>/lancedb/<tenant>/sequences_<model_id>); rows the "
+    "shards no longer hold are removed, other samples are untouched; scalar and ANN (cosine) "
+    "indexes kept current.",
+)
+def vector_index(
+    context: AssetExecutionContext,
+    config: VectorIndexConfig,
+    storage: StorageResource,
+    vector_store: VectorStoreResource,
+) -> MaterializeResult:
+    tenant, sample_id = split_partition_key(context.partition_key)
+    store = storage.output_store()
+    model_id = _model_id(context, store, tenant, sample_id, config.model_id)
+    manifest = vi.read_embedding_manifest(store, model_id, tenant, sample_id)
+    result = vi.upsert_partition(
+        store,
+        tenant,
+        sample_id,
+        model_id,
+        params=vector_store.params(),
+        lock_timeout_s=vector_store.lock_timeout_s,
+        log=context.log.info,
+    )
+    ann = result.index.get("ann") or {}
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": result.rows,
+            "rows": result.rows,
+            "inserted": result.inserted,
+            "updated": result.updated,
+            "deleted": result.deleted,
+            "table": result.table,
+            "table_uri": MetadataValue.path(vi.database_uri(store, tenant) + "/" + result.table),
+            "table_rows": result.table_rows,
+            "table_version": result.version,
+            "model_id": model_id,
+            "weights_hash": manifest.get("weights_hash") or "",
+            "embedding_manifest_rows": int(manifest["rows"]),
+            "ann_index": ann.get("type") or "none (table below min_rows: exact search)",
+            "ann_indexed_rows": ann.get("indexed_rows") or 0,
+            "ann_segments": ann.get("segments") or 0,
+            "index_actions": MetadataValue.json(result.index.get("actions", [])),
+            "scalar_indexes": MetadataValue.json(sorted(result.index.get("scalar", {}))),
+            **{k: v for k, v in result.timings.items()},
+        }
+    )
+
+
+def _check_model(context, store, tenant: str, sample_id: str) -> str:
+    found = _latest_metadata(context, INDEX_KEY, context.partition_key, "model_id")
+    return found or vi.choose_model_id(
+        store,
+        tenant,
+        sample_id,
+        _latest_metadata(context, EMBEDDINGS_KEY, context.partition_key, "model_id"),
+    )
+
+
+def _summary(context: AssetCheckExecutionContext, storage: StorageResource):
+    tenant, sample_id = split_partition_key(context.partition_key)
+    store = storage.output_store()
+    model_id = _check_model(context, store, tenant, sample_id)
+    manifest = vi.read_embedding_manifest(store, model_id, tenant, sample_id)
+    summary = vi.partition_summary(store, tenant, model_id, sample_id)
+    return model_id, manifest, summary
+
+
+@asset_check(
+    asset=INDEX_KEY,
+    partitions_def=samples_partitions,
+    blocking=True,
+    description="The table holds exactly as many rows of this sample as it has embedding rows.",
+)
+def index_rows_match_embeddings(
+    context: AssetCheckExecutionContext, storage: StorageResource
+) -> AssetCheckResult:
+    model_id, manifest, summary = _summary(context, storage)
+    return AssetCheckResult(
+        passed=summary["rows"] == int(manifest["rows"]),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "model_id": model_id,
+            "index_rows": summary["rows"],
+            "embedding_rows": int(manifest["rows"]),
+        },
+    )
+
+
+@asset_check(
+    asset=INDEX_KEY,
+    partitions_def=samples_partitions,
+    blocking=True,
+    description="No key (sample_id/sequence_id) occurs twice in the table.",
+)
+def index_unique_keys(
+    context: AssetCheckExecutionContext, storage: StorageResource
+) -> AssetCheckResult:
+    model_id, _manifest, summary = _summary(context, storage)
+    return AssetCheckResult(
+        passed=summary["duplicate_keys"] == 0,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"model_id": model_id, "duplicate_keys": summary["duplicate_keys"]},
+    )
+
+
+@asset_check(
+    asset=INDEX_KEY,
+    partitions_def=samples_partitions,
+    blocking=True,
+    description="The table's vector dimension equals the model's (its embeddings' dimension).",
+)
+def index_vector_dimension(
+    context: AssetCheckExecutionContext, storage: StorageResource
+) -> AssetCheckResult:
+    tenant, sample_id = split_partition_key(context.partition_key)
+    store = storage.output_store()
+    model_id, manifest, summary = _summary(context, storage)
+    expected = vi.embedding_dim(store, model_id, tenant, sample_id, manifest)
+    return AssetCheckResult(
+        passed=summary["dim"] == expected,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"model_id": model_id, "table_dim": summary["dim"] or 0, "model_dim": expected},
+    )
+
+
+index_assets = [vector_index]
+index_checks = [index_rows_match_embeddings, index_unique_keys, index_vector_dimension]

@@ -1,0 +1,135 @@
+"""A real `dagster dev` (webserver + daemon + code server) on loopback, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+WORKSPACE_QUERY = """
+query { workspaceOrError { __typename ... on Workspace {
+  locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } }
+} } }
+"""
+
+# Fast dequeueing and no telemetry; everything else is Dagster's default local instance.
+TEST_INSTANCE_YAML = """\
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+telemetry:
+  enabled: false
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DagsterDev:
+    """`dagster dev` in its own process group on 127.0.0.1; stopped (group and all) on exit."""
+
+    def __init__(
+        self,
+        target: Sequence[str],
+        dagster_home: Path,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        instance_yaml: str = TEST_INSTANCE_YAML,
+    ):
+        self.target = list(target)
+        self.dagster_home = dagster_home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or dagster_home / "dagster-dev.log"
+        self.env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(dagster_home)}
+        self.instance_yaml = instance_yaml
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> DagsterDev:
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        (self.dagster_home / "dagster.yaml").write_text(self.instance_yaml)
+        self._log = open(self.log_path, "wb")
+        cmd = [sys.executable, "-m", "dagster", "dev", *self.target]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        self.process = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        response = requests.post(
+            f"{self.url}/graphql",
+            json={"query": query, "variables": dict(variables or {})},
+            timeout=60,
+        )
+        response.raise_for_status()
+        payload = response.json()
+        if payload.get("errors"):
+            raise AssertionError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        """Until the webserver answers and every code location has loaded."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"dagster dev exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                entries = self.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
+            except (requests.RequestException, AssertionError, KeyError, TypeError) as exc:
+                last = repr(exc)
+            else:
+                errors = [
+                    e["locationOrLoadError"]["message"]
+                    for e in entries
+                    if (e["locationOrLoadError"] or {}).get("__typename") == "PythonError"
+                ]
+                if errors:
+                    raise RuntimeError(f"code location failed to load: {errors[0]}")
+                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                    return
+                last = f"locations {[(e['name'], e['loadStatus']) for e in entries]}"
+            time.sleep(1)
+        raise TimeoutError(f"dagster dev not ready after {timeout} s ({last}):\n{self.log_tail()}")
