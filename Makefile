@@ -18,6 +18,7 @@ demo: setup
 	$(VENV)/bin/dagster job execute -m bioscan_assets.definitions -j demo
 
 test: setup
+	./scripts/ensure-chromium.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest

@@ -9,6 +9,8 @@ import sys
 # Modules exposing `register(subparsers)`; each adds one subcommand with its own --help.
 SUBCOMMAND_MODULES = [
     "bioscan_assets.commands.search",
+    "bioscan_assets.commands.submit",
+    "bioscan_assets.commands.costs",
 ]
 
 

@@ -7,17 +7,25 @@ import os
 from dagster import Definitions, in_process_executor, multiprocess_executor
 
 from bioscan_assets.assets.embed import embed_checks, sequence_embeddings
+from bioscan_assets.assets.index import index_assets, index_checks
 from bioscan_assets.assets.ingest import ingest_assets, ingest_checks
+from bioscan_assets.assets.retention import retention_job
+from bioscan_assets.assets.tune import tune_and_evaluate, tune_assets, tune_checks
 from bioscan_assets.demo import demo_job
 from bioscan_assets.jobs import sample_pipeline
 from bioscan_assets.resources.accelerator import AcceleratorResource
+from bioscan_assets.resources.retention import RetentionResource
 from bioscan_assets.resources.storage import StorageResource
+from bioscan_assets.resources.tracking import WandbResource
+from bioscan_assets.resources.vector_store import VectorStoreResource
 from bioscan_assets.sensors.lab_drop import lab_drop_sensor
+from bioscan_assets.sensors.retention import retention_schedule
 from bioscan_assets.settings import default_landing, default_storage, env_or
 
 
 def _executor():
-    """In Kubernetes every step runs in its own pod; embedded runs share one process."""
+    """In Kubernetes every step runs in its own pod; embedded runs share one process, so the
+    model is loaded and compiled once per run."""
     kind = os.environ.get("BIOSCAN_EXECUTOR", "in_process")
     if kind == "k8s":
         from dagster_k8s import k8s_job_executor
@@ -29,16 +37,20 @@ def _executor():
 
 
 defs = Definitions(
-    assets=[*ingest_assets, sequence_embeddings],
-    asset_checks=[*ingest_checks, *embed_checks],
-    jobs=[sample_pipeline, demo_job],
+    assets=[*ingest_assets, sequence_embeddings, *index_assets, *tune_assets],
+    asset_checks=[*ingest_checks, *embed_checks, *index_checks, *tune_checks],
+    jobs=[sample_pipeline, tune_and_evaluate, retention_job, demo_job],
     sensors=[lab_drop_sensor],
+    schedules=[retention_schedule],
     resources={
         "storage": StorageResource(
             landing=env_or("BIOSCAN_LANDING", default_landing()),
             storage=env_or("BIOSCAN_STORAGE", default_storage()),
         ),
         "accelerator": AcceleratorResource(model=env_or("BIOSCAN_MODEL", "demo")),
+        "vector_store": VectorStoreResource(),
+        "tracking": WandbResource(),
+        "retention": RetentionResource(),
     },
     executor=_executor(),
 )

@@ -199,13 +199,21 @@ def manifest_data_version(store: Store, rel: str) -> DataVersion:
     return DataVersion(hashlib.sha256(store.read_bytes(rel)).hexdigest()[:16])
 
 
-def embedding_input(store: Store, model_id: str, tenant: str, sample_id: str) -> dict[str, str]:
-    """The `inputs` entry the vector index records, and retention's lineage reads: the sha256
-    of the embeddings manifest it indexed, under `sequence_embeddings/<model_id>`."""
+def lineage_inputs(
+    store: Store, tenant: str, sample_id: str, model_id: str | None = None
+) -> dict[str, str]:
+    """`inputs` for a manifest of an asset that read a sample's shards (and, with `model_id`,
+    its embeddings): `sequence_shards` -> the shard version, `sequence_embeddings/<model_id>`
+    -> sha256 of the embeddings manifest. Retention's lineage reads exactly these keys from the
+    vector index's run manifest."""
     from bioscan_assets.core.layout import embedding_dir
+    from bioscan_assets.core.shards import read_shard_manifest
 
-    rel = f"{embedding_dir(model_id, tenant, sample_id)}/{retention.MANIFEST}"
-    return {f"sequence_embeddings/{model_id}": hashlib.sha256(store.read_bytes(rel)).hexdigest()}
+    out = {"sequence_shards": read_shard_manifest(store, tenant, sample_id)["version"]}
+    if model_id:
+        rel = f"{embedding_dir(model_id, tenant, sample_id)}/{retention.MANIFEST}"
+        out[f"sequence_embeddings/{model_id}"] = hashlib.sha256(store.read_bytes(rel)).hexdigest()
+    return out
 
 
 def model_code_version(base: str, model_spec: str) -> str:

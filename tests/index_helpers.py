@@ -81,10 +81,11 @@ def write_embeddings(
     weights_hash: str = "w-test",
     shard_version: str | None = None,
     ids: list[str] | None = None,
+    dim: int | None = None,
 ) -> dict:
     """Embedding parts in shard order (or `ids` order) and `_manifest.json` last (DESIGN.md)."""
     ids = ids if ids is not None else shard_ids(storage, tenant, sample_id)
-    dim = len(next(iter(vectors_by_id.values())))
+    dim = dim or len(next(iter(vectors_by_id.values())))
     folder = layout.embedding_dir(model_id, tenant, sample_id)
     for rel in storage.list_files(folder):
         storage.delete(rel)

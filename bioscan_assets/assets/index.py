@@ -1,7 +1,5 @@
 """`vector_index`: the partition's rows in the tenant's LanceDB table for the embedding model."""
 
-from __future__ import annotations
-
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -127,13 +125,46 @@ def _check_model(context, store, tenant: str, sample_id: str) -> str:
     )
 
 
-def _summary(context: AssetCheckExecutionContext, storage: StorageResource):
+def evaluate_checks(
+    store, tenant: str, sample_id: str, model_id: str
+) -> dict[str, AssetCheckResult]:
+    """The three checks' results for one partition (plain function: testable without a run)."""
+    manifest = vi.read_embedding_manifest(store, model_id, tenant, sample_id)
+    summary = vi.partition_summary(store, tenant, model_id, sample_id)
+    expected_dim = vi.embedding_dim(store, model_id, tenant, sample_id, manifest)
+    severity = AssetCheckSeverity.ERROR
+    return {
+        "index_rows_match_embeddings": AssetCheckResult(
+            passed=summary["rows"] == int(manifest["rows"]),
+            severity=severity,
+            metadata={
+                "model_id": model_id,
+                "index_rows": summary["rows"],
+                "embedding_rows": int(manifest["rows"]),
+            },
+        ),
+        "index_unique_keys": AssetCheckResult(
+            passed=summary["duplicate_keys"] == 0,
+            severity=severity,
+            metadata={"model_id": model_id, "duplicate_keys": summary["duplicate_keys"]},
+        ),
+        "index_vector_dimension": AssetCheckResult(
+            passed=summary["dim"] == expected_dim,
+            severity=severity,
+            metadata={
+                "model_id": model_id,
+                "table_dim": summary["dim"] or 0,
+                "model_dim": expected_dim,
+            },
+        ),
+    }
+
+
+def _evaluate(context: AssetCheckExecutionContext, storage: StorageResource, name: str):
     tenant, sample_id = split_partition_key(context.partition_key)
     store = storage.output_store()
     model_id = _check_model(context, store, tenant, sample_id)
-    manifest = vi.read_embedding_manifest(store, model_id, tenant, sample_id)
-    summary = vi.partition_summary(store, tenant, model_id, sample_id)
-    return model_id, manifest, summary
+    return evaluate_checks(store, tenant, sample_id, model_id)[name]
 
 
 @asset_check(
@@ -145,16 +176,7 @@ def _summary(context: AssetCheckExecutionContext, storage: StorageResource):
 def index_rows_match_embeddings(
     context: AssetCheckExecutionContext, storage: StorageResource
 ) -> AssetCheckResult:
-    model_id, manifest, summary = _summary(context, storage)
-    return AssetCheckResult(
-        passed=summary["rows"] == int(manifest["rows"]),
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "model_id": model_id,
-            "index_rows": summary["rows"],
-            "embedding_rows": int(manifest["rows"]),
-        },
-    )
+    return _evaluate(context, storage, "index_rows_match_embeddings")
 
 
 @asset_check(
@@ -166,12 +188,7 @@ def index_rows_match_embeddings(
 def index_unique_keys(
     context: AssetCheckExecutionContext, storage: StorageResource
 ) -> AssetCheckResult:
-    model_id, _manifest, summary = _summary(context, storage)
-    return AssetCheckResult(
-        passed=summary["duplicate_keys"] == 0,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={"model_id": model_id, "duplicate_keys": summary["duplicate_keys"]},
-    )
+    return _evaluate(context, storage, "index_unique_keys")
 
 
 @asset_check(
@@ -183,15 +200,7 @@ def index_unique_keys(
 def index_vector_dimension(
     context: AssetCheckExecutionContext, storage: StorageResource
 ) -> AssetCheckResult:
-    tenant, sample_id = split_partition_key(context.partition_key)
-    store = storage.output_store()
-    model_id, manifest, summary = _summary(context, storage)
-    expected = vi.embedding_dim(store, model_id, tenant, sample_id, manifest)
-    return AssetCheckResult(
-        passed=summary["dim"] == expected,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={"model_id": model_id, "table_dim": summary["dim"] or 0, "model_dim": expected},
-    )
+    return _evaluate(context, storage, "index_vector_dimension")
 
 
 index_assets = [vector_index]

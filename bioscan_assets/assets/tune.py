@@ -6,8 +6,6 @@ taxonomy.tsv). The heavy lifting is in `core.training`, `core.kmer_nb`, `core.me
 `core.report`; these functions pick inputs, call them, and record what happened.
 """
 
-from __future__ import annotations
-
 import contextlib
 import json
 import time
@@ -188,7 +186,7 @@ def lora_adapter(
             f"base model {model.model_id} is NOT pretrained (random weights): the adapter "
             "learns on a random encoder"
         )
-    run_name = f"lora-{model.model_id}-{context.run_id[:8]}"
+    run_name = f"lora-{model.model_id}-{context.run.run_id[:8]}"
     with tracking.start(
         run_name,
         "tune",
@@ -198,7 +196,7 @@ def lora_adapter(
             "base_weights_hash": model.weights_hash,
             "pretrained": model.pretrained,
             "split": split.counts() | {"digest": split.digest()},
-            "dagster_run_id": context.run_id,
+            "dagster_run_id": context.run.run_id,
         },
         tags=["lora", model.model_id],
     ) as run:
@@ -461,7 +459,7 @@ def evaluation_report(
         "LoRA sees the sequence in windows of "
         f"{adapter.config.crop_tokens} tokens (probabilities averaged over windows); kNN uses "
         "the stored whole-sequence base embeddings; naive Bayes every 8-mer.",
-        f"Timing (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+        "Timing (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
     ]
     evaluation = {
         "title": f"{model.model_id} / adapter {adapter.version}",
@@ -491,7 +489,7 @@ def evaluation_report(
         "timings": timings,
         "notes": notes,
     }
-    report_dir = f"{prov.manifest_dir('evaluation_report')}/{context.run_id}"
+    report_dir = f"{prov.manifest_dir('evaluation_report')}/{context.run.run_id}"
     paths = write_report(store, report_dir, evaluation)
     summary = markdown_summary(evaluation)
 
@@ -504,9 +502,9 @@ def evaluation_report(
             headline[f"{name}/{rank}_coverage_unseen"] = unseen["coverage"]
             headline[f"{name}/{rank}_macro_f1_seen"] = seen["macro_f1"]
     with tracking.start(
-        f"eval-{model.model_id}-{context.run_id[:8]}",
+        f"eval-{model.model_id}-{context.run.run_id[:8]}",
         "evaluate",
-        {"adapter_version": adapter.version, "dagster_run_id": context.run_id},
+        {"adapter_version": adapter.version, "dagster_run_id": context.run.run_id},
         tags=["evaluation", model.model_id],
     ) as run:
         run.log({f"eval/{k}": v for k, v in headline.items() if v is not None})

@@ -27,11 +27,11 @@ similarity-weighted vote of the neighbours, abstaining below --min-confidence.
 
 EPILOG = """\
 examples:
-  bioscan search --tenant acme-lab --sequence-id ASV_0001 --sample REF-16S-001
+  bioscan search --tenant acme-lab --sequence-id 7000004130710411 --sample REF-16S-001
   bioscan search --tenant acme-lab --sequence ACGTTGCA... --k 5 --assign
   bioscan search --tenant acme-lab --fasta queries.fasta --rank genus=Bacillus --json
-  bioscan search --tenant acme-lab --sequence-id read7/1 --sample FIELD-2026-001 \\
-      --sample REF-16S-001 --k 20
+  bioscan search --tenant acme-lab --sequence-id FIELD-2026-001:1:1/1 \\
+      --query-sample FIELD-2026-001 --sample REF-16S-001 --k 20 --assign
 
 environment: BIOSCAN_STORAGE (default $BIOSCAN_HOME/storage) and BIOSCAN_MODEL (default
 demo) give the defaults of --storage and --model.

@@ -13,6 +13,7 @@ so for them the right answer is to abstain and the report shows how often a meth
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -95,7 +96,7 @@ def calibration(
     ]
     out = []
     edges = np.linspace(0.0, 1.0, bins + 1)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         inside = [ok for c, ok in rows if lo <= c < hi or (hi == 1.0 and c == 1.0)]
         out.append(
             {
@@ -118,10 +119,7 @@ def confusion(truth: Sequence[Label], predicted: Sequence[Label], top: int = 12)
     for t, p in known:
         if t not in index:
             continue
-        if p is None:
-            col = len(columns) - 1
-        else:
-            col = index.get(p, len(labels))
+        col = len(columns) - 1 if p is None else index.get(p, len(labels))
         matrix[index[t], col] += 1
     return {"rows": labels, "columns": columns, "counts": matrix.tolist()}
 

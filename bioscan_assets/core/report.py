@@ -161,7 +161,7 @@ def _plots(evaluation: dict[str, Any]) -> dict[str, str] | None:
             bins = (methods[name].get("calibration") or {}).get(rank) or []
             points = [((b["lo"] + b["hi"]) / 2, b["accuracy"], b["n"]) for b in bins if b["n"]]
             if points:
-                xs, ys, ns = zip(*points, strict=True)
+                xs, ys, _ns = zip(*points, strict=True)
                 ax.plot(xs, ys, marker="o", label=methods[name]["label"], color=_COLORS[i])
                 for xv, yv, nv in points:
                     ax.annotate(
@@ -249,7 +249,7 @@ def render_html(evaluation: dict[str, Any], summary_md: str) -> str:
             "probability; kNN: vote share; naive Bayes: bootstrap agreement).</p>",
             plots["calibration"],
         ]
-    for name, method in evaluation["methods"].items():
+    for _name, method in evaluation["methods"].items():
         parts.append(f"<h2>{esc(method['label'])}</h2>")
         if method.get("description"):
             parts.append(f"<p>{esc(method['description'])}</p>")

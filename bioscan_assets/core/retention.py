@@ -4,7 +4,8 @@
 prints the plan and stops). Lineage rules:
 - a sample's shards expire `expire_after_days` after every embedding of that sample (one per
   model) was computed from exactly the current shard version (`shard_version` in the
-  embeddings manifest; the manifest file's write time is when it was computed);
+  embeddings manifest; the manifest file's write time is when it was computed) and the vector
+  index was materialised from it too (`inputs["sequence_shards"]` of its run manifest);
 - a sample's embeddings (per model) expire `expire_after_days` after the vector index was
   materialised from exactly the current embeddings manifest (the index run manifest's
   `inputs["sequence_embeddings/<model_id>"]` holds the manifest's sha256);
@@ -65,7 +66,8 @@ POLICY_NAMES = (
     "wandb",
 )
 _PARTITION_DIR = re.compile(r"tenant=([^/]+)/sample=([^/]+)")
-_ORBAX_COMMIT_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
+# `_COMMITTED`: core.training's marker of a step copied to storage; the others are Orbax's.
+_ORBAX_COMMIT_MARKERS = ("_COMMITTED", "_CHECKPOINT_METADATA", "commit_success.txt")
 _WANDB_RUN = re.compile(r"(offline-)?run-(\d{8}_\d{6})-[A-Za-z0-9]+")
 
 
@@ -119,7 +121,7 @@ class Policies:
 _REQUIRED = {
     "sequence_shards": ("expire_after_days",),
     "sequence_embeddings": ("expire_after_days",),
-    "checkpoints": ("root", "keep_last"),
+    "checkpoints": ("roots", "keep_last"),
     "lancedb": ("cleanup_older_than_days",),
     "jax_cache": ("path",),
     "wandb": ("path",),
@@ -311,14 +313,16 @@ def _embedding_consumers(store: Store, tenant: str, sample_id: str) -> list[_Con
     return out
 
 
-def _index_consumer(store: Store, model_id: str, tenant: str, sample_id: str) -> _Consumer | None:
-    """What the vector index of a sample was last materialised from (its run manifest)."""
+def _index_consumer(store: Store, input_name: str, tenant: str, sample_id: str) -> _Consumer | None:
+    """What the vector index of a sample was last materialised from: its run manifest's
+    `inputs[input_name]` (`sequence_shards` -> shard version, `sequence_embeddings/<model>` ->
+    sha256 of the embeddings manifest) and when."""
     from bioscan_assets.core.provenance import read_latest_manifest
 
     doc = read_latest_manifest(store, INDEX_ASSET, tenant, sample_id)
     if doc is None:
         return None
-    version = (doc.get("inputs") or {}).get(f"sequence_embeddings/{model_id}")
+    version = (doc.get("inputs") or {}).get(input_name)
     at = _parse_time((doc.get("timing") or {}).get("finished_at"))
     return _Consumer(f"manifests/{INDEX_ASSET}/tenant={tenant}/sample={sample_id}", version, at)
 
@@ -405,7 +409,13 @@ def _partition_deletions(
 
 def _plan_shards(store: Store, settings: Mapping[str, Any], now: datetime) -> list[Deletion]:
     def consumers(tenant, sample_id, doc, _folder):
-        return _embedding_consumers(store, tenant, sample_id), doc.get("version")
+        # Both readers of shards: every model's embeddings, and the vector index (its rows'
+        # metadata columns come from the shards), per its run manifest.
+        found = _embedding_consumers(store, tenant, sample_id)
+        index = _index_consumer(store, "sequence_shards", tenant, sample_id)
+        if not found or index is None:
+            return [], doc.get("version")
+        return [*found, index], doc.get("version")
 
     return _partition_deletions(
         store,
@@ -425,7 +435,7 @@ def _plan_embeddings(store: Store, settings: Mapping[str, Any], now: datetime) -
 
         def consumers(tenant, sample_id, _doc, folder, model_id=model_id):
             digest = hashlib.sha256(store.read_bytes(f"{folder}/{MANIFEST}")).hexdigest()
-            found = _index_consumer(store, model_id, tenant, sample_id)
+            found = _index_consumer(store, f"sequence_embeddings/{model_id}", tenant, sample_id)
             return ([found] if found else []), digest
 
         out += _partition_deletions(
@@ -441,45 +451,67 @@ def _plan_embeddings(store: Store, settings: Mapping[str, Any], now: datetime) -
     return out
 
 
-def _plan_checkpoints(store: Store, settings: Mapping[str, Any]) -> list[Deletion]:
-    """Orbax layout `<root>/<run...>/<step>/...`: the first all-digit folder is the step.
-
-    Files below an Orbax temp folder (a save in progress) are never considered.
+def _plan_checkpoints(
+    root_store: Store, root_name: str, prefix: str, settings: Mapping[str, Any], now: datetime
+) -> list[Deletion]:
+    """Training checkpoints: `<prefix>/.../<run>/<step>/` folders, a step being an all-digit
+    folder holding a commit marker (`_COMMITTED` in storage, Orbax's `_CHECKPOINT_METADATA`
+    locally). Per run the newest `keep_last` committed steps stay (the final checkpoint is the
+    newest step); older steps go, marker first, so an interrupted deletion leaves a step without
+    marker, which is finished next time. Runs written to within `idle_hours` are left alone: a
+    training may be rotating its own checkpoints.
     """
-    root = str(settings["root"]).strip("/")
-    keep_last = int(settings["keep_last"])
-    runs: dict[str, dict[int, tuple[str, dict[str, int]]]] = {}
-    for rel, size in store.list_sizes(root).items():
-        parts = rel[len(root) + 1 :].split("/")
-        for i, part in enumerate(parts[:-1]):
-            if "orbax-checkpoint-tmp" in part or part.startswith("."):
-                break
-            if part.isdigit():
-                run = "/".join([root, *parts[:i]])
-                folder = f"{run}/{part}"
-                runs.setdefault(run, {}).setdefault(int(part), (folder, {}))[1][rel] = size
-                break
+    prefix = prefix.strip("/")
+    keep_last = max(int(settings["keep_last"]), 1)
+    keep_names = set(settings.get("keep_names") or [])
+    idle = timedelta(hours=float(settings.get("idle_hours", 24)))
+    sizes = root_store.list_sizes(prefix)
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for rel in sizes:
+        parts = rel.split("/")
+        if len(parts) >= 3 and parts[-1] in _ORBAX_COMMIT_MARKERS and parts[-2].isdigit():
+            runs.setdefault("/".join(parts[:-2]), {})
+    for rel, size in sizes.items():
+        for run, steps in runs.items():
+            if not rel.startswith(run + "/"):
+                continue
+            name, _, rest = rel[len(run) + 1 :].partition("/")
+            if name.isdigit() and rest and name not in keep_names:
+                entry = steps.setdefault(int(name), {"folder": f"{run}/{name}", "files": {}})
+                entry["files"][rel] = size
+                if rest in _ORBAX_COMMIT_MARKERS:
+                    entry["marker"] = rel
     out = []
     for run, steps in sorted(runs.items()):
-        ordered = sorted(steps)
-        kept = ordered[-keep_last:] if keep_last > 0 else []
-        for step in ordered:
-            if step in kept:
-                continue
-            folder, files = steps[step]
-            markers = [r for r in sorted(files) if r.rsplit("/", 1)[-1] in _ORBAX_COMMIT_MARKERS]
-            rest = [r for r in sorted(files) if r not in markers]
-            named = ", ".join(settings.get("keep_names") or []) or "no named folder"
+        committed = sorted(step for step, entry in steps.items() if entry.get("marker"))
+        if not committed:
+            continue
+        newest = steps[committed[-1]]
+        touched = modified_at(root_store, newest["marker"])
+        if touched is None or now - touched < idle:
+            continue
+        kept = committed[-keep_last:]
+        for step in sorted(steps):
+            entry = steps[step]
+            if step in kept or step > committed[-1]:
+                continue  # kept, or a newer step still being written
+            files = sorted(entry["files"])
+            marker = entry.get("marker")
+            ordered = ([marker] if marker else []) + [r for r in files if r != marker]
+            why = (
+                f"step {step} of {run}: the newest {keep_last} committed step(s) {kept} are kept"
+                if marker
+                else f"step {step} of {run} has no commit marker (an interrupted save or "
+                "deletion) and a newer step is committed"
+            )
             out.append(
                 Deletion(
                     policy="checkpoints",
-                    root="storage",
-                    target=folder,
-                    # the commit marker first: Orbax then treats the step as incomplete
-                    files=tuple(markers + rest),
-                    bytes=sum(files.values()),
-                    reason=f"step {step} of {run}: the newest {keep_last} step(s) and "
-                    f"{named} are kept",
+                    root=root_name,
+                    target=entry["folder"],
+                    files=tuple(ordered),
+                    bytes=sum(entry["files"].values()),
+                    reason=why,
                     asset="lora_adapter",
                     details=(("step", step), ("kept_steps", kept)),
                 )
@@ -678,7 +710,12 @@ def plan_retention(
     if settings := policies.get("sequence_shards"):
         plan += _plan_shards(store, settings, now)
     if settings := policies.get("checkpoints"):
-        plan += _plan_checkpoints(store, settings)
+        for spec in settings.get("roots") or []:
+            root_name, _, prefix = str(spec).partition(":")
+            if root_name == "storage":
+                plan += _plan_checkpoints(store, "storage", prefix, settings, now)
+            elif root_name == "home" and home is not None:
+                plan += _plan_checkpoints(home, "home", prefix, settings, now)
     if settings := policies.get("lancedb"):
         plan += _plan_lancedb(store, settings, now)
     if home is not None:
@@ -812,28 +849,34 @@ def _write_tombstone(store: Store, item: Deletion, run_id: str, now: datetime) -
 
 
 def _apply_lancedb(store: Store, item: Deletion) -> int:
+    """Tag actions, then `optimize` with the plan's cut; returns the bytes the table shrank by.
+
+    `optimize` also compacts (new versions, newer than the cut); the versions it removes are
+    checked against the plan.
+    """
     import lancedb
 
     tenant, name = item.target.split("/")[1:3]
     table = lancedb.connect(store.url(f"lancedb/{tenant}")).open_table(name)
+    folder = f"lancedb/{tenant}/{name}.lance"
+    size_before = sum(store.list_sizes(folder).values())
     present = {int(v["version"]) for v in table.list_versions()}
     for action, tag, _version in item.tag_actions:
         if action == "move":
             table.tags.update(tag, table.version)
         elif action == "delete":
             table.tags.delete(tag)
-    cutoff = datetime.fromisoformat(item.cutoff) if item.cutoff else None
-    assert cutoff is not None
-    older_than = max(datetime.now(UTC) - cutoff, timedelta(0))
-    stats = table.optimize(cleanup_older_than=older_than)
+    if item.cutoff is None:
+        raise ValueError(f"{item.target}: a LanceDB deletion needs its cutoff")
+    older_than = max(datetime.now(UTC) - datetime.fromisoformat(item.cutoff), timedelta(0))
+    table.optimize(cleanup_older_than=older_than)
     after = {int(v["version"]) for v in table.list_versions()}
     removed = sorted(present - after)
     if removed != sorted(v for v in item.versions if v in present):
         raise RuntimeError(
             f"{item.target}: LanceDB removed versions {removed}, the plan said {list(item.versions)}"
         )
-    prune = getattr(stats, "prune", None)
-    return int(getattr(prune, "bytes_removed", 0) or 0)
+    return size_before - sum(store.list_sizes(folder).values())
 
 
 def apply_retention(

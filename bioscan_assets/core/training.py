@@ -148,7 +148,7 @@ def make_split(
     genus_of = {ids[i]: lineages[i][genus_rank] for i in order}
     genera = sorted({g for g in genus_of.values() if g is not None})
     rng = np.random.default_rng([seed, 0x5B17])
-    n_unseen = int(round(unseen_genus_fraction * len(genera)))
+    n_unseen = round(unseen_genus_fraction * len(genera))
     if unseen_genus_fraction > 0 and len(genera) >= 2:
         n_unseen = min(max(n_unseen, 1), len(genera) - 1)
     else:
@@ -160,7 +160,7 @@ def make_split(
     remaining: dict[str | None, int] = {}
     for i in rest:
         remaining[genus_of[i]] = remaining.get(genus_of[i], 0) + 1
-    want = int(round(test_fraction * len(rest)))
+    want = round(test_fraction * len(rest))
     if max_test is not None:
         want = min(want, max_test)
         if len(test_unseen) > max_test:

@@ -77,7 +77,7 @@ class AnnParams:
     See that script's docstring for the measurements behind the defaults.
     """
 
-    index_type: str = "IVF_SQ"  # IVF_SQ | IVF_RQ | IVF_PQ | IVF_HNSW_SQ | IVF_FLAT
+    index_type: str = "IVF_RQ"  # IVF_RQ | IVF_SQ | IVF_PQ | IVF_HNSW_SQ | IVF_FLAT
     min_rows: int = 4096  # below this, exact search is about as fast as any index
     target_partition_rows: int = 2048  # IVF partitions ~ rows / this, when (re)trained
     retrain_growth: float = 4.0  # retrain once rows per partition exceed this x the target
@@ -86,7 +86,7 @@ class AnnParams:
     max_delta_segments: int = 8  # merge index deltas beyond this many
     # query-time
     nprobes: int = 20
-    refine_factor: int | None = None
+    refine_factor: int | None = 5  # re-rank 5 x k candidates with the full vectors
 
     def num_partitions(self, rows: int) -> int:
         return max(1, min(4096, round(rows / self.target_partition_rows)))

@@ -37,7 +37,7 @@ def test_word_priors_follow_wang_2007():
 
 
 def test_classifies_held_out_sequences_of_known_genera_with_confidence():
-    ids, seqs, lineages = make_reference(seed=3, per_genus=5)
+    _ids, seqs, lineages = make_reference(seed=3, per_genus=5)
     test = list(range(0, len(seqs), 5))  # one per genus
     train = [i for i in range(len(seqs)) if i not in test]
     nb = KmerNaiveBayes(seed=1).fit([seqs[i] for i in train], [lineages[i] for i in train])
@@ -50,7 +50,7 @@ def test_classifies_held_out_sequences_of_known_genera_with_confidence():
 
 
 def test_abstains_on_a_sequence_unlike_the_training_data():
-    ids, seqs, lineages = make_reference(seed=4)
+    _ids, seqs, lineages = make_reference(seed=4)
     nb = KmerNaiveBayes(seed=0).fit(seqs, lineages)
     rng = np.random.default_rng(9)
     stranger = "".join(rng.choice(list("ACGT"), 420))
@@ -61,7 +61,7 @@ def test_abstains_on_a_sequence_unlike_the_training_data():
 
 
 def test_deterministic_for_a_seed():
-    ids, seqs, lineages = make_reference(seed=5)
+    _ids, seqs, lineages = make_reference(seed=5)
     a = KmerNaiveBayes(seed=2).fit(seqs[1:], lineages[1:]).predict(seqs[:1])
     b = KmerNaiveBayes(seed=2).fit(seqs[1:], lineages[1:]).predict(seqs[:1])
     assert np.array_equal(a.confidence, b.confidence)

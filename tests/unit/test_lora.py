@@ -154,7 +154,7 @@ def test_adapter_round_trip_is_small_and_predicts_the_same(trained):
     assert doc["weights"]["bytes"] < 4 * (result.parameters["actual_trainable"] + 4096)
     assert doc["base_model"]["weights_hash"] == model.weights_hash
     assert save_adapter(store, adapter, split)["version"] == doc["version"]  # deterministic
-    loaded, loaded_doc = load_adapter(store, doc["path"])
+    loaded, _loaded_doc = load_adapter(store, doc["path"])
     assert loaded.vocab.labels == result.vocab.labels
     test = [trained["seqs"][trained["index"][i]] for i in split.test_seen]
     a = TaxonomyPredictor(model, adapter).predict(test)

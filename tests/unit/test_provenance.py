@@ -24,7 +24,7 @@ from bioscan_assets.core.storage import Store
 from bioscan_assets.provenance_dagster import (
     bioscan_run_tags,
     embedding_data_version,
-    embedding_input,
+    lineage_inputs,
     model_code_version,
     record_provenance,
     run_trigger,
@@ -275,8 +275,8 @@ def test_same_shards_and_model_give_identical_vectors(tmp_path):
     np.testing.assert_array_equal(vectors[0], vectors[1])
     assert _tree(stores[0], "embeddings/") == _tree(stores[1], "embeddings/")
     assert embedding_data_version(manifests[0]) == embedding_data_version(manifests[1])
-    assert embedding_input(stores[0], "tiny", "acme-lab", "S1") == embedding_input(
-        stores[1], "tiny", "acme-lab", "S1"
+    assert lineage_inputs(stores[0], "acme-lab", "S1", "tiny") == lineage_inputs(
+        stores[1], "acme-lab", "S1", "tiny"
     )
 
 

@@ -13,7 +13,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter
+from dagster import AssetKey, DagsterInstance
 
 from bioscan_assets.assets.retention import RETENTION_OP, retention_job
 from bioscan_assets.core import provenance, retention
@@ -30,7 +30,7 @@ from bioscan_assets.core.retention import (
 )
 from bioscan_assets.core.shards import ShardConfig, iter_shard_batches
 from bioscan_assets.core.storage import Store
-from bioscan_assets.provenance_dagster import embedding_input
+from bioscan_assets.provenance_dagster import lineage_inputs
 from bioscan_assets.resources.retention import RetentionResource
 from bioscan_assets.resources.storage import StorageResource
 from tests.pipeline_helpers import ingest, write_fasta_drop
@@ -95,18 +95,23 @@ def template(tmp_path_factory) -> Path:
         "vector_index",
         f"{TENANT}/S1",
         run_id="index-run-1",
-        inputs=embedding_input(store, "tiny", TENANT, "S1"),
+        inputs=lineage_inputs(store, TENANT, "S1", "tiny"),
         timing=provenance.make_timing(started_at=time.time() - 5),
     )
     provenance.write_run_manifest(store, index_doc)
 
     for rel, data in PROTECTED_FILES.items():
         store.write_bytes(rel, data)
+    run = "tune/checkpoints/0123456789abcdef"
     for step in (1, 2, 3, 4, 5):
-        store.write_bytes(f"checkpoints/{TENANT}/run-a/{step}/_CHECKPOINT_METADATA", b"{}")
-        store.write_bytes(f"checkpoints/{TENANT}/run-a/{step}/state/d/0", b"w" * 100)
-    store.write_bytes(f"checkpoints/{TENANT}/run-a/final/state/d/0", b"f" * 100)
-    store.write_bytes(f"checkpoints/{TENANT}/run-a/6.orbax-checkpoint-tmp-9/state/d/0", b"t")
+        store.write_bytes(f"{run}/{step}/default/d/0a1b", b"w" * 100)
+        store.write_bytes(f"{run}/{step}/_COMMITTED", b'{"step": %d}' % step)
+    store.write_bytes(f"{run}/6/default/d/0a1b", b"u")  # being uploaded: no marker yet
+    home_store = Store(str(home_dir))
+    for step in (1, 2, 3):
+        home_store.write_bytes(f"tune/{run[-16:]}/checkpoints/{step}/_CHECKPOINT_METADATA", b"{}")
+        home_store.write_bytes(f"tune/{run[-16:]}/checkpoints/{step}/default/x", b"s" * 10)
+    home_store.write_bytes(f"tune/{run[-16:]}/checkpoints/4.orbax-checkpoint-tmp-7/x", b"t")
 
     db = lancedb.connect(str(storage_dir / "lancedb" / TENANT))
     table = db.create_table("tiny", pa.table({"sequence_id": ["a"], "v": [0]}))
@@ -170,8 +175,10 @@ def test_plan_follows_lineage_and_policies(env):
     shards = by_policy["sequence_shards"][0]
     assert shards.files[0].endswith("/_manifest.json")  # readers see "gone" first
     assert all(f.endswith(".parquet") for f in shards.files[1:]) and len(shards.files) >= 2
-    assert [d.details[0][1] for d in by_policy["checkpoints"]] == [1, 2, 3]
-    assert by_policy["checkpoints"][0].files[0].endswith("_CHECKPOINT_METADATA")
+    steps = [(d.root, d.details[0][1]) for d in by_policy["checkpoints"]]
+    assert steps == [("storage", 1), ("storage", 2), ("storage", 3), ("home", 1)]
+    assert by_policy["checkpoints"][0].files[0].endswith("/1/_COMMITTED")  # marker first
+    assert by_policy["checkpoints"][3].files[0].endswith("/1/_CHECKPOINT_METADATA")
     (lance,) = by_policy["lancedb"]
     assert lance.versions == (1, 2)  # the tag on 3 keeps 3 and newer; latest always kept
     assert [d.details for d in by_policy["jax_cache"]] == [(("entry", "k1"),), (("entry", "k2"),)]
@@ -422,7 +429,8 @@ def test_retention_job_reports_observations(env):
             overrides_yaml=(
                 "policies: {sequence_shards: {expire_after_days: 0}, "
                 "sequence_embeddings: {expire_after_days: 0}, "
-                "lancedb: {enabled: false}, jax_cache: {enabled: false}, wandb: {enabled: false}}"
+                "checkpoints: {idle_hours: 0}, lancedb: {enabled: false}, "
+                "jax_cache: {enabled: false}, wandb: {enabled: false}}"
             ),
         ),
     }
@@ -433,25 +441,21 @@ def test_retention_job_reports_observations(env):
         run_config={"ops": {RETENTION_OP: {"config": {"dry_run": True}}}},
     )
     assert dry.success and _files(root / "storage") == before
-    assert dry.output_for_node(RETENTION_OP)["units"] == 5  # S1 shards + embeddings, 3 steps
+    # S1 shards + embeddings, 3 checkpoint steps in storage and 1 under $BIOSCAN_HOME
+    assert dry.output_for_node(RETENTION_OP)["units"] == 6
     real = retention_job.execute_in_process(
         instance=instance,
         resources=resources,
         run_config={"ops": {RETENTION_OP: {"config": {"dry_run": False}}}},
     )
-    assert real.success and real.output_for_node(RETENTION_OP)["applied"] == 5
-    records = instance.get_event_records(
-        EventRecordsFilter(
-            event_type=DagsterEventType.ASSET_OBSERVATION, asset_key=AssetKey("sequence_shards")
-        )
-    )
-    (record,) = records
+    assert real.success and real.output_for_node(RETENTION_OP)["applied"] == 6
+    (record,) = instance.fetch_observations(AssetKey("sequence_shards"), limit=10).records
     observation = record.asset_observation
     assert record.partition_key == f"{TENANT}/S1"
     assert observation.metadata["expired"].value is True
     assert observation.metadata["retention/files"].value >= 2
     assert partition_state(store, "sequence_embeddings", TENANT, "S1", "tiny") == "expired"
-    assert [r.get("run_id") for r in read_audit(store) if r] == [real.run_id] * 5
+    assert [r.get("run_id") for r in read_audit(store) if r] == [real.run_id] * 6
 
 
 @pytest.mark.integration

@@ -116,6 +116,19 @@ def test_qc_change_removes_stale_rows_and_leaves_other_samples(tmp_path, storage
     assert after_s2.equals(before_s2)
 
 
+def test_a_sample_whose_reads_all_fail_qc_leaves_no_rows(tmp_path, storage) -> None:
+    _sample(tmp_path, storage, "lab", "S1", 20, seed=1)
+    _sample(tmp_path, storage, "lab", "S2", 20, seed=2)
+    vi.upsert_partition(storage, "lab", "S1", "m1", params=SMALL)
+    vi.upsert_partition(storage, "lab", "S2", "m1", params=SMALL)
+    short = {f"r{i}": "ACGT" for i in range(5)}  # below the shards' min_length: all dropped
+    assert make_shards(tmp_path, storage, "lab", "S1", short)["rows"] == 0
+    write_embeddings(storage, "m1", "lab", "S1", {}, dim=DIM)
+    result = vi.upsert_partition(storage, "lab", "S1", "m1", params=SMALL)
+    assert (result.rows, result.inserted, result.deleted, result.table_rows) == (0, 0, 20, 20)
+    assert vi.partition_summary(storage, "lab", "m1", "S2")["rows"] == 20
+
+
 def test_ann_index_created_at_min_rows_and_kept_current(tmp_path, storage) -> None:
     _sample(tmp_path, storage, "lab", "S1", 30, seed=1)
     first = vi.upsert_partition(storage, "lab", "S1", "m1", params=SMALL)
@@ -123,7 +136,7 @@ def test_ann_index_created_at_min_rows_and_kept_current(tmp_path, storage) -> No
     assert set(first.index["scalar"]) == {"key", "sample_id", *vi.RANKS}
     _sample(tmp_path, storage, "lab", "S2", 30, seed=2)
     second = vi.upsert_partition(storage, "lab", "S2", "m1", params=SMALL)
-    assert second.index["ann"]["type"] == "IvfSq"
+    assert second.index["ann"]["type"] == "IvfRq"
     assert second.index["ann"]["indexed_rows"] == 60
     _, vectors = _sample(tmp_path, storage, "lab", "S3", 30, seed=3)
     third = vi.upsert_partition(storage, "lab", "S3", "m1", params=SMALL)
@@ -174,10 +187,10 @@ def test_retrains_when_partitions_outgrow_target(tmp_path, storage) -> None:
     params = vi.AnnParams(min_rows=10, target_partition_rows=10, retrain_growth=2.0)
     _sample(tmp_path, storage, "lab", "S1", 20, seed=1)
     first = vi.upsert_partition(storage, "lab", "S1", "m1", params=params)
-    assert any("created IVF_SQ (2 partitions)" in a for a in first.index["actions"])
+    assert any("created IVF_RQ (2 partitions)" in a for a in first.index["actions"])
     _sample(tmp_path, storage, "lab", "S2", 40, seed=2)
     second = vi.upsert_partition(storage, "lab", "S2", "m1", params=params)
-    assert any(a.startswith("retrained IVF_SQ: 2 -> 6") for a in second.index["actions"])
+    assert any(a.startswith("retrained IVF_RQ: 2 -> 6") for a in second.index["actions"])
 
 
 def test_embeddings_out_of_shard_order_are_refused(tmp_path, storage) -> None:
