@@ -84,7 +84,8 @@ def observation_for(item: Deletion, storage_url: str, run_id: str) -> AssetObser
 
 @op(
     name=RETENTION_OP,
-    tags={"kind": "retention"},
+    # LanceDB cleanup compacts tables: one writer per table, like vector_index
+    pool="lancedb",
     description="Plan retention per config/retention.yaml; delete (or in a dry run only print) "
     "every file and table version the plan lists, auditing each under <storage>/audit/.",
 )
@@ -136,7 +137,7 @@ def apply_retention_op(
     if config.dry_run or not plan:
         return Output(summary, metadata=metadata)
 
-    run_id = context.run_id if context.run_id else uuid.uuid4().hex
+    run_id = context.run.run_id or uuid.uuid4().hex
     audit = AuditLog(store, run_id, now)
 
     def report(item: Deletion, _record: dict) -> None:

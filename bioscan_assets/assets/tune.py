@@ -46,13 +46,13 @@ GENUS_METRIC = "lora/genus_accuracy_seen"
 class TuneConfig(Config):
     """Defaults fit the bundled demo on 2 CPU cores (demo model, ~60 training sequences)."""
 
-    steps: int = Field(default=20, description="Optimiser steps.")
+    steps: int = Field(default=16, description="Optimiser steps.")
     batch_size: int = Field(default=8, description="Sequences per step (rounded to the mesh).")
     crop_tokens: int = Field(
-        default=128, description="Tokens per training window (<cls> + 6-mers; 128 ~ 760 bp)."
+        default=64, description="Tokens per training window (<cls> + 6-mers; 64 ~ 380 bp)."
     )
     learning_rate: float = Field(default=2e-3, description="Peak AdamW learning rate.")
-    warmup_steps: int = Field(default=3, description="Linear warmup steps before cosine decay.")
+    warmup_steps: int = Field(default=2, description="Linear warmup steps before cosine decay.")
     weight_decay: float = 0.01
     lora_rank: int = 16
     lora_alpha: float = 32.0

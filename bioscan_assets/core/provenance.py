@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
 
-from bioscan_assets.core.layout import SAMPLE_ID_RE, TENANT_RE, split_partition_key
+from bioscan_assets.core.layout import TENANT_RE, split_partition_key
 from bioscan_assets.core.storage import Store
 
 MANIFEST_VERSION = 1
@@ -388,11 +388,3 @@ def flat_metadata(manifest: Mapping[str, Any], manifest_url: str | None = None) 
     if manifest_url:
         out["provenance/run_manifest"] = manifest_url
     return out
-
-
-def tenant_of(partition_key: str | None) -> str | None:
-    return split_partition_key(partition_key)[0] if partition_key else None
-
-
-def valid_sample_id(sample_id: str) -> bool:
-    return bool(SAMPLE_ID_RE.fullmatch(sample_id)) and ".." not in sample_id

@@ -527,8 +527,14 @@ def _lance_tables(store: Store) -> Iterator[tuple[str, str, Any]]:
         if not TENANT_RE.fullmatch(tenant):
             continue
         db = lancedb.connect(store.url(f"lancedb/{tenant}"))
-        names = db.list_tables()
-        names = getattr(names, "tables", names)
+        names: list[str] = []
+        token = None
+        while True:  # list_tables pages its answer
+            page = db.list_tables(page_token=token)
+            names += list(getattr(page, "tables", page))
+            token = getattr(page, "page_token", None)
+            if not token:
+                break
         for name in sorted(names):
             yield tenant, name, db.open_table(name)
 
@@ -856,7 +862,15 @@ def _apply_lancedb(store: Store, item: Deletion) -> int:
     """
     import lancedb
 
+    from bioscan_assets.core.vector_index import writer_lock
+
     tenant, name = item.target.split("/")[1:3]
+    # optimize() writes (compaction): the index writer's lock keeps it one writer per table
+    with writer_lock(store, tenant, name):
+        return _optimize_table(store, item, lancedb, tenant, name)
+
+
+def _optimize_table(store: Store, item: Deletion, lancedb: Any, tenant: str, name: str) -> int:
     table = lancedb.connect(store.url(f"lancedb/{tenant}")).open_table(name)
     folder = f"lancedb/{tenant}/{name}.lance"
     size_before = sum(store.list_sizes(folder).values())

@@ -294,11 +294,11 @@ class TaxonomyHead(nn.Module):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 24
+    steps: int = 16
     batch_size: int = 8
-    crop_tokens: int = 128  # <cls> + 127 tokens (~760 bp) per training window
+    crop_tokens: int = 64  # <cls> + 63 tokens (~380 bp) per training window
     learning_rate: float = 2e-3
-    warmup_steps: int = 3
+    warmup_steps: int = 2
     end_learning_rate_fraction: float = 0.05
     weight_decay: float = 0.01
     clip_norm: float = 1.0

@@ -48,6 +48,7 @@ class DagsterDev:
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         instance_yaml: str = TEST_INSTANCE_YAML,
+        unset: Sequence[str] = (),
     ):
         self.target = list(target)
         self.dagster_home = dagster_home
@@ -55,6 +56,8 @@ class DagsterDev:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or dagster_home / "dagster-dev.log"
         self.env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(dagster_home)}
+        for name in unset:
+            self.env.pop(name, None)
         self.instance_yaml = instance_yaml
         self.process: subprocess.Popen | None = None
 

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import re
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,7 @@ def leaks(text: bytes, kmers: set[int]) -> list[tuple[int, str]]:
 # Bad drops: every kind of input error, each carrying real sequence text near the fault.
 BAD = {
     "BAD-FASTQ-QUAL": "quality shorter than the sequence",
-    "BAD-FASTA-CHARS": "characters that are not sequence",
+    "BAD-FASTQ-SEPARATOR": "a sequence line where the '+' line belongs",
     "BAD-SHA": "sha256 differs from sample.json",
     "BAD-GZIP": "truncated gzip",
     "BAD-TAXONOMY": "taxonomy line without a tab",
@@ -133,10 +134,11 @@ def _write_bad_drops(landing: Path) -> None:
     write_bytes(folder / "reads.fastq", ("\n".join(text) + "\n").encode())
     write_sample_json(folder, ["reads.fastq"])
 
-    folder = landing / A / "BAD-FASTA-CHARS"
-    body = f">r1\n{seqs[0]}\n>r2\n{seqs[1][:70]}#!{seqs[1][70:]}\n"
-    write_bytes(folder / "reads.fasta", body.encode())
-    write_sample_json(folder, ["reads.fasta"])
+    folder = landing / A / "BAD-FASTQ-SEPARATOR"
+    text = fastq_text(reads[:2]).decode().splitlines()
+    text[6] = seqs[5]  # the 2nd record's '+' line replaced by a read
+    write_bytes(folder / "reads.fastq", ("\n".join(text) + "\n").encode())
+    write_sample_json(folder, ["reads.fastq"])
 
     folder = landing / A / "BAD-SHA"
     write_bytes(folder / "reads.fasta", fasta_text(reads[2:3]))
@@ -165,64 +167,76 @@ class Demo:
     results: dict[str, object]
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Demo:
-    root = tmp_path_factory.mktemp("governance")
+def build_demo(root: Path, timings: dict[str, float] | None = None) -> Demo:
+    """Materialise the demo drops and the bad drops under `root` (see the module docstring)."""
+    timings = {} if timings is None else timings
     landing, storage = root / "landing", root / "storage"
     good = [f"{t}/{s}" for t, s in stage_drops(DEMO_LANDING, Store(str(landing)))]
     _write_bad_drops(landing)
+    (root / "dagster").mkdir()
+    instance = DagsterInstance.local_temp(str(root / "dagster"))
+    resources = {
+        "storage": StorageResource(landing=str(landing), storage=str(storage)),
+        "accelerator": AcceleratorResource(
+            model=MODEL, compilation_cache=str(root / "home" / "jax_cache")
+        ),
+        "vector_store": VectorStoreResource(),
+        "tracking": WandbResource(directory=str(root / "home" / "wandb")),
+    }
+    sample_graph = [
+        *ingest_assets,
+        *ingest_checks,
+        sequence_embeddings,
+        *embed_checks,
+        *index_assets,
+        *index_checks,
+    ]
+    instance.add_dynamic_partitions(samples_partitions.name, good + [f"{A}/{name}" for name in BAD])
+    results: dict[str, object] = {}
+    for key in good:
+        started = time.perf_counter()
+        results[key] = materialize(
+            sample_graph,
+            partition_key=key,
+            instance=instance,
+            resources=resources,
+            tags={"bioscan/trigger": "ci"},
+            raise_on_error=False,
+        )
+        timings[key] = time.perf_counter() - started
+    for name in BAD:
+        started = time.perf_counter()
+        results[name] = materialize(
+            [*ingest_assets, *ingest_checks],
+            partition_key=f"{A}/{name}",
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
+        timings[name] = time.perf_counter() - started
+    defs = Definitions(
+        assets=[*ingest_assets, sequence_embeddings, *index_assets, *tune_assets],
+        asset_checks=tune_checks,
+        jobs=[tune_and_evaluate],
+        resources=resources,
+    )
+    started = time.perf_counter()
+    results["tune_and_evaluate"] = defs.resolve_job_def("tune_and_evaluate").execute_in_process(
+        instance=instance, run_config=TUNE_CONFIG, raise_on_error=False
+    )
+    timings["tune_and_evaluate"] = time.perf_counter() - started
+    return Demo(root, landing, Store(str(storage)), instance, good, results)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Demo:
+    root = tmp_path_factory.mktemp("governance")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BIOSCAN_HOME", str(root / "home"))
         patch.setenv("WANDB_MODE", "offline")
-        (root / "dagster").mkdir()
-        instance = DagsterInstance.local_temp(str(root / "dagster"))
-        resources = {
-            "storage": StorageResource(landing=str(landing), storage=str(storage)),
-            "accelerator": AcceleratorResource(
-                model=MODEL, compilation_cache=str(root / "home" / "jax_cache")
-            ),
-            "vector_store": VectorStoreResource(),
-            "tracking": WandbResource(directory=str(root / "home" / "wandb")),
-        }
-        sample_graph = [
-            *ingest_assets,
-            *ingest_checks,
-            sequence_embeddings,
-            *embed_checks,
-            *index_assets,
-            *index_checks,
-        ]
-        keys = good + [f"{A}/{name}" for name in BAD]
-        instance.add_dynamic_partitions(samples_partitions.name, keys)
-        results = {}
-        for key in good:
-            results[key] = materialize(
-                sample_graph,
-                partition_key=key,
-                instance=instance,
-                resources=resources,
-                tags={"bioscan/trigger": "ci"},
-                raise_on_error=False,
-            )
-        for name in BAD:
-            results[name] = materialize(
-                [*ingest_assets, *ingest_checks],
-                partition_key=f"{A}/{name}",
-                instance=instance,
-                resources=resources,
-                raise_on_error=False,
-            )
-        defs = Definitions(
-            assets=[*ingest_assets, sequence_embeddings, *index_assets, *tune_assets],
-            asset_checks=tune_checks,
-            jobs=[tune_and_evaluate],
-            resources=resources,
-        )
-        results["tune_and_evaluate"] = defs.resolve_job_def("tune_and_evaluate").execute_in_process(
-            instance=instance, run_config=TUNE_CONFIG, raise_on_error=False
-        )
-    yield Demo(root, landing, Store(str(storage)), instance, good, results)
-    instance.dispose()
+        built = build_demo(root)
+    yield built
+    built.instance.dispose()
 
 
 def test_the_demo_ran_and_the_bad_drops_failed_clearly(demo):
@@ -259,13 +273,13 @@ def _compute_logs(root: Path) -> dict[str, bytes]:
 
 def test_no_input_sequence_reaches_logs_events_metadata_or_records(demo):
     kmers = input_kmers(demo.landing)
-    assert len(kmers) > 100_000  # the 20-mers of every read dropped
+    assert len(kmers) > 20_000  # the distinct 20-mers of every read dropped
     # positive control: the scanner finds a read in text that holds one
     sample = next(demo.landing.rglob("reference_16S.fasta")).read_bytes()[:5000]
     assert leaks(b"error: " + sample, kmers)
 
     events, count = _event_log_text(demo.instance)
-    assert count > 500 and b"STEP_FAILURE" in events and b"ASSET_MATERIALIZATION" in events
+    assert count > 200 and b"STEP_FAILURE" in events and b"ASSET_MATERIALIZATION" in events
     found = {"event log": leaks(events, kmers)}
     compute = _compute_logs(demo.root / "dagster")
     assert compute and sum(len(v) for v in compute.values()) > 0
@@ -290,15 +304,12 @@ CRAFTED = [
     (f"../{B}", "REEF-07"),
     (f"{B}/", "REEF-07"),
     (f"{B}\n", "REEF-07"),
+    (f"{B}/.", "REEF-07"),  # "." is a legal path component: the prefix resolves to B's
     ("*", "REEF-07"),
     ("", "REEF-07"),
     (f"{B.upper()}", "REEF-07"),
 ]
 REFUSED = (ValueError, FileNotFoundError, KeyError, search.SearchError)
-
-
-def _b_rows(rows) -> bool:
-    return any(getattr(r, "sample_id", None) == "REEF-07" for r in rows)
 
 
 def _readers(store: Store):
@@ -327,18 +338,12 @@ def _readers(store: Store):
         "search.search(samples)": lambda t, s: search.search(
             store, t, MODEL, vector=_b_vector(store), samples=[s], k=50
         ),
-        "provenance.read_latest_manifest": lambda t, s: [
-            m for m in [provenance.read_latest_manifest(store, "sequence_shards", t, s)] if m
-        ],
     }
 
 
 def _b_sequence_id(store: Store) -> str:
-    return read_shard_batch(store)["sequence_id"][0].as_py()
-
-
-def read_shard_batch(store: Store):
-    return next(iter_shard_batches(store, B, "REEF-07", columns=["sequence_id"]))
+    batch = next(iter_shard_batches(store, B, "REEF-07", columns=["sequence_id"]))
+    return batch.column(0)[0].as_py()
 
 
 def _b_vector(store: Store) -> np.ndarray:
@@ -346,45 +351,62 @@ def _b_vector(store: Store) -> np.ndarray:
     return np.asarray(batch.column("vector")[0].values.to_numpy(zero_copy_only=False), np.float32)
 
 
-def _leaks_b(value, store: Store) -> bool:
-    """Whether a reader's result holds anything of tenant B."""
-    text = json.dumps(value, default=repr) if not isinstance(value, list) else ""
-    if isinstance(value, list):
-        for item in value:
-            if hasattr(item, "num_rows"):  # record batches
-                names = item.schema.names
-                for column in ("tenant", "sample_id"):
-                    if column in names and {B, "REEF-07"} & set(item.column(column).to_pylist()):
-                        return True
-                if "sequence_id" in names and set(item.column("sequence_id").to_pylist()) & set(
-                    read_shard_batch(store)["sequence_id"].to_pylist()
-                ):
-                    return True
-            elif isinstance(item, search.Hit):
-                if item.sample_id == "REEF-07":
-                    return True
-            else:
-                text += json.dumps(item, default=repr)
-    return B in text or "REEF-07" in text
+def fingerprint(value: list) -> set:
+    """What identifies the data a reader returned: row keys, vector bytes, whole documents."""
+    out: set = set()
+    for item in value:
+        if hasattr(item, "num_rows"):  # a record batch
+            columns = item.to_pydict()
+            if "vector" in columns:
+                out |= {
+                    ("vector", hashlib.sha256(np.asarray(v, np.float32).tobytes()).hexdigest())
+                    for v in columns["vector"]
+                }
+            samples = columns.get("sample_id") or [None] * item.num_rows
+            out |= {
+                ("row", sa, sq)
+                for sa, sq in zip(samples, columns.get("sequence_id", []), strict=False)
+            }
+        elif isinstance(item, search.Hit):
+            out.add(("row", item.sample_id, item.sequence_id))
+        else:
+            out.add(("doc", json.dumps(item, sort_keys=True, default=repr)))
+    return out
 
 
-def test_the_readers_do_serve_their_own_tenant(demo):
-    """The same calls with B's own name return B's data: the refusals below are real."""
-    for name, read in _readers(demo.store).items():
-        if name.startswith("provenance"):
-            continue  # the ingest asset does not write run manifests through it yet
-        assert _leaks_b(read(B, "REEF-07"), demo.store), name
+@pytest.fixture(scope="module")
+def b_data(demo) -> dict[str, set]:
+    """What each reader gives tenant B for its own sample: the readers do serve data."""
+    return {name: fingerprint(read(B, "REEF-07")) for name, read in _readers(demo.store).items()}
 
 
-@pytest.mark.parametrize(("tenant", "sample_id"), CRAFTED, ids=repr)
-def test_no_reader_gives_another_tenants_data(demo, tenant, sample_id):
+def test_the_readers_do_serve_their_own_tenant(b_data):
+    empty = [name for name, found in b_data.items() if not found]
+    assert not empty, f"{empty} return nothing for tenant {B}'s own sample"
+
+
+# Readers build paths from the tenant without validating it, and the store accepts "." as a
+# path component, so `reef-survey/.` reaches reef-survey's files. Fix: validate tenant and
+# sample id in the readers (or refuse "." in Store paths); then this xfail turns into a failure
+# (strict) and the mark goes.
+_DOT_LEAK = pytest.mark.xfail(
+    strict=True, reason="readers accept a tenant with a '.' path component (see report)"
+)
+PARAMS = [
+    pytest.param(t, s, marks=_DOT_LEAK) if t.endswith("/.") else pytest.param(t, s)
+    for t, s in CRAFTED
+]
+
+
+@pytest.mark.parametrize(("tenant", "sample_id"), PARAMS, ids=repr)
+def test_no_reader_gives_another_tenants_data(demo, b_data, tenant, sample_id):
     leaked = []
     for name, read in _readers(demo.store).items():
         try:
             value = read(tenant, sample_id)
         except REFUSED:
             continue
-        if _leaks_b(value, demo.store):
+        if fingerprint(value) & b_data[name]:
             leaked.append(name)
     assert not leaked, f"{leaked} returned tenant {B}'s data for {(tenant, sample_id)!r}"
 

@@ -9,8 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import AxisType
 
 from bioscan_assets.core import lora
+from bioscan_assets.core.accelerator import Accelerator
 from bioscan_assets.core.nt_model import NucleotideTransformer
 from bioscan_assets.core.presets import PRESETS, load_model
 from bioscan_assets.core.storage import Store
@@ -184,34 +186,42 @@ def test_adapter_refuses_another_base_and_tampered_weights(trained):
         load_adapter(store, doc["path"])
 
 
+_DP_SCRIPT = """
+import json, sys
+from bioscan_assets.core.accelerator import Accelerator
+from bioscan_assets.core.presets import load_model
+from bioscan_assets.core.training import TrainConfig, train_classifier
+from tests.synthetic_taxa import make_reference
+ids, seqs, lins = make_reference(seed=2)
+acc = Accelerator.discover()
+cfg = TrainConfig(steps=3, batch_size=8, crop_tokens=32, lora_dropout=0.0)
+r = train_classifier(seqs, lins, load_model("tiny"), cfg, workdir=sys.argv[1], accelerator=acc)
+print(json.dumps({"devices": acc.device_count, "loss": [h["loss"] for h in r.history]}))
+"""
+
+
 @pytest.mark.slow
 def test_data_parallel_on_eight_devices_matches_one(tmp_path):
-    """Same 3 steps on a simulated 8-device mesh (batch sharded) and on one device."""
-    script = (
-        "import json, sys\n"
-        "from bioscan_assets.core.accelerator import Accelerator\n"
-        "from bioscan_assets.core.presets import load_model\n"
-        "from bioscan_assets.core.training import TrainConfig, train_classifier\n"
-        "from tests.synthetic_taxa import make_reference\n"
-        "ids, seqs, lins = make_reference(seed=2)\n"
-        "acc = Accelerator.discover()\n"
-        "cfg = TrainConfig(steps=3, batch_size=8, crop_tokens=32, lora_dropout=0.0)\n"
-        "r = train_classifier(seqs, lins, load_model('tiny'), cfg, workdir=sys.argv[1], accelerator=acc)\n"
-        "print(json.dumps({'devices': acc.device_count, 'loss': [h['loss'] for h in r.history]}))\n"
+    """The same 3 steps with the batch sharded over a simulated 8-device mesh and on one device."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    proc = subprocess.run(
+        [sys.executable, "-c", _DP_SCRIPT, str(tmp_path / "w8")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    out = {}
-    for devices in (1, 8):
-        env = dict(os.environ, JAX_PLATFORMS="cpu")
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-        proc = subprocess.run(
-            [sys.executable, "-c", script, str(tmp_path / f"w{devices}")],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        out[devices] = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out[8]["devices"] == 8 and out[1]["devices"] == 1
-    np.testing.assert_allclose(out[8]["loss"], out[1]["loss"], rtol=1e-4)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    eight = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert eight["devices"] == 8
+
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:1])
+    one = Accelerator(mesh, "cpu", "cpu", jnp.float32)
+    _ids, seqs, lins = make_reference(seed=2)
+    cfg = TrainConfig(steps=3, batch_size=8, crop_tokens=32, lora_dropout=0.0)
+    result = train_classifier(
+        seqs, lins, load_model("tiny"), cfg, workdir=tmp_path / "w1", accelerator=one
+    )
+    np.testing.assert_allclose(eight["loss"], [h["loss"] for h in result.history], rtol=1e-4)

@@ -284,3 +284,100 @@ def test_model_code_version_changes_with_the_model():
     assert model_code_version("1", "demo") == model_code_version("1", "demo")
     assert model_code_version("1", "demo") != model_code_version("1", "tiny")
     assert model_code_version("1", "demo").startswith("1+model-")
+
+
+# --- staleness in the UI --------------------------------------------------------------------
+
+
+def _stale_graph(landing: Store, store: Store, settings: dict, model_spec: str):
+    """sequence_shards (the real core writer) -> sequence_embeddings, with our data versions."""
+    from dagster import DataVersion
+
+    from bioscan_assets.core.shards import ShardConfig
+
+    @asset(key="sequence_shards", partitions_def=samples, code_version="shards-1")
+    def shards(context) -> MaterializeResult:
+        manifest = ingest(landing, store, "acme-lab", "S1", ShardConfig(**settings))
+        return MaterializeResult(data_version=shard_data_version(manifest))
+
+    @asset(
+        key="sequence_embeddings",
+        partitions_def=samples,
+        deps=[shards],
+        code_version=model_code_version("1", model_spec),
+    )
+    def embeddings(context) -> MaterializeResult:
+        return MaterializeResult(data_version=DataVersion("vectors"))
+
+    return [shards, embeddings]
+
+
+def test_new_shards_or_model_mark_the_downstream_partition_stale(tmp_path):
+    from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    _drop(tmp_path / "landing", n=40)
+    landing, store = Store(str(tmp_path / "landing")), Store(str(tmp_path / "storage"))
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("samples", ["acme-lab/S1"])
+    key, emb = "acme-lab/S1", AssetKey("sequence_embeddings")
+
+    def status(graph):
+        resolver = get_stale_status_resolver(instance, graph)
+        return resolver.get_status(emb, key), resolver.get_stale_causes(emb, key)
+
+    graph = _stale_graph(landing, store, {"min_length": 50}, "demo")
+    materialize(graph, partition_key=key, instance=instance)
+    assert status(graph)[0] == StaleStatus.FRESH
+    # the same drop and config again: byte-identical shards, same data version, still fresh
+    materialize(graph[:1], partition_key=key, instance=instance)
+    assert status(graph)[0] == StaleStatus.FRESH
+    # another QC config: a new shard version, the embeddings of that partition go stale
+    graph = _stale_graph(landing, store, {"min_length": 60}, "demo")
+    materialize(graph[:1], partition_key=key, instance=instance)
+    state, causes = status(graph)
+    assert state == StaleStatus.STALE
+    assert causes[0].category == StaleCauseCategory.DATA
+    assert causes[0].dependency.asset_key == AssetKey("sequence_shards")
+    materialize(graph[1:], partition_key=key, instance=instance)
+    assert status(graph)[0] == StaleStatus.FRESH
+    # another model (BIOSCAN_MODEL): the embeddings' code version changes, stale again
+    graph = _stale_graph(landing, store, {"min_length": 60}, "tiny")
+    state, causes = status(graph)
+    assert state == StaleStatus.STALE and causes[0].category == StaleCauseCategory.CODE
+
+
+def test_costs_cli_sums_a_tenants_runs_and_storage(tmp_path, capsys):
+    import argparse
+
+    from bioscan_assets.commands import costs as costs_cli
+
+    store = Store(str(tmp_path / "storage"))
+    for run_id, finished in (("r1", 1_793_000_000.0), ("r2", 1_795_000_000.0)):  # Oct / Nov 2026
+        doc = _manifest(
+            run_id=run_id,
+            timing=provenance.make_timing(
+                started_at=finished - 3600, finished_at=finished, device={"platform": "cpu"}
+            ),
+        )
+        provenance.write_run_manifest(store, doc)
+    store.write_bytes("shards/tenant=acme-lab/sample=S1/part-0.parquet", b"x" * 1000)
+    store.write_bytes("shards/tenant=other-lab/sample=S1/part-0.parquet", b"x" * 5000)
+    parser = argparse.ArgumentParser()
+    costs_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["costs", "--tenant", "acme-lab", "--storage", store.root, "--month", "2026-11", "--json"]
+    )
+    assert args.handler(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["compute"]["runs"] == 1  # only the November run
+    assert summary["compute"]["compute_usd"] == pytest.approx(0.10)  # 1 CPU-hour at 0.10
+    assert summary["storage_bytes"]["shards"] == 1000  # not the other tenant's 5000
+    args = parser.parse_args(["costs", "--tenant", "acme-lab", "--storage", store.root])
+    assert args.handler(args) == 0
+    text = capsys.readouterr().out
+    assert "sequence_shards" in text and "estimated total" in text
+    with pytest.raises(ValueError, match="tenant"):
+        costs_cli.run(
+            parser.parse_args(["costs", "--tenant", "../other-lab", "--storage", store.root])
+        )
