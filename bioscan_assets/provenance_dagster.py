@@ -10,6 +10,7 @@ import getpass
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,6 +79,15 @@ def _kept_tags(tags: Mapping[str, str]) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items() if k.startswith(_KEPT_TAG_PREFIXES)}
 
 
+def _run_identity(context: Any) -> tuple[str, dict[str, str]]:
+    """(run id, run tags); a directly invoked asset (unit tests) has no run: a fresh id."""
+    try:
+        run = context.run
+    except Exception:  # DagsterInvalidPropertyError on direct invocation
+        return f"direct-{uuid.uuid4().hex}", {}
+    return run.run_id, dict(run.tags)
+
+
 def step_started_at(context: Any) -> float:
     """Epoch seconds at which the current step started (from the event log), else now."""
     try:
@@ -139,7 +149,7 @@ def record_provenance(
     asset = _asset_name(context, asset)
     if partition_key is None and getattr(context, "has_partition_key", False):
         partition_key = context.partition_key
-    tags = dict(context.run.tags)
+    run_id, tags = _run_identity(context)
     if timing is None:
         timing = provenance.make_timing(
             started_at=started_at if started_at is not None else step_started_at(context),
@@ -149,7 +159,7 @@ def record_provenance(
     manifest = provenance.build_run_manifest(
         asset,
         partition_key,
-        run_id=context.run.run_id,
+        run_id=run_id,
         tags=_kept_tags(tags),
         trigger=run_trigger(tags),
         user=run_user(tags),

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _money(value: float, currency: str) -> str:
-    return f"{value:,.4f} {currency}"
+    return f"{value:,.2f} {currency}" if value >= 1 else f"{value:.6f} {currency}"
 
 
 def run(args: argparse.Namespace) -> int:

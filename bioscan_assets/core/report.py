@@ -132,7 +132,8 @@ def _plots(evaluation: dict[str, Any]) -> dict[str, str] | None:
         ax.set_ylim(0, 1.02)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(names), bbox_to_anchor=(0.5, 1.06))
     out["accuracy"] = _svg(fig)
     plt.close(fig)
 
