@@ -1,5 +1,6 @@
 """`sequence_embeddings`: one 2560-dim (model hidden size) vector per shard row."""
 
+import os
 import time
 
 import numpy as np
@@ -25,6 +26,12 @@ from bioscan_assets.core.layout import split_partition_key
 from bioscan_assets.core.shards import read_shard_manifest
 from bioscan_assets.k8s import accelerator_step_tags
 from bioscan_assets.partitions import samples_partitions
+from bioscan_assets.provenance_dagster import (
+    embedding_data_version,
+    lineage_inputs,
+    model_code_version,
+    record_provenance,
+)
 from bioscan_assets.resources.accelerator import AcceleratorResource
 from bioscan_assets.resources.storage import StorageResource
 
@@ -36,7 +43,7 @@ from bioscan_assets.resources.storage import StorageResource
     deps=[AssetKey("sequence_shards")],
     kinds={"jax", "parquet"},
     owners=["team:bioscan"],
-    code_version="1",
+    code_version=model_code_version("1", os.environ.get("BIOSCAN_MODEL", "demo")),
     op_tags=accelerator_step_tags(),
     pool="tpu",
     # a backfill embeds up to 20 samples per run: the model loads and compiles once per run
@@ -55,8 +62,10 @@ def sequence_embeddings(
     compiled_before = executor.compilations
     rows_by_partition = {}
     total = EmbedStats()
+    provenance: dict = {}
     for key in context.partition_keys:
         tenant, sample_id = split_partition_key(key)
+        partition_started = time.time()
         executor.stats = EmbedStats(shapes=set())
         result = embed_partition(
             store,
@@ -68,6 +77,16 @@ def sequence_embeddings(
             log=context.log.info,
         )
         rows_by_partition[key] = (result["rows"], result["computed_rows"], result["resumed_rows"])
+        provenance = record_provenance(
+            context,
+            store,
+            partition_key=key,
+            inputs=lineage_inputs(store, tenant, sample_id),
+            rows={"rows": result["rows"], "computed_rows": result["computed_rows"]},
+            model=model.provenance(),
+            device=executor.accelerator.describe(),
+            started_at=partition_started,
+        )
         stats = executor.stats
         for name in ("sequences", "real_tokens", "computed_tokens", "windowed", "batches"):
             setattr(total, name, getattr(total, name) + getattr(stats, name))
@@ -84,8 +103,12 @@ def sequence_embeddings(
         context.log.warning(
             f"model {model.model_id} is NOT pretrained (random weights): vectors are for testing"
         )
+    single = len(rows_by_partition) == 1
     return MaterializeResult(
+        # one data version per run: only meaningful when the run covers one partition
+        data_version=embedding_data_version(result) if single else None,
         metadata={
+            **(provenance if single else {}),
             "rows": sum(r for r, _, _ in rows_by_partition.values()),
             "computed_rows": stats_md["sequences"],
             "model_id": model.model_id,
@@ -108,7 +131,7 @@ def sequence_embeddings(
             "partitions": MetadataValue.md(
                 "| partition | rows | computed now | resumed |\n|---|---|---|---|\n" + table
             ),
-        }
+        },
     )
 
 

@@ -18,6 +18,7 @@ from pydantic import Field
 from bioscan_assets.core import vector_index as vi
 from bioscan_assets.core.layout import split_partition_key
 from bioscan_assets.partitions import samples_partitions
+from bioscan_assets.provenance_dagster import lineage_inputs, record_provenance
 from bioscan_assets.resources.storage import StorageResource
 from bioscan_assets.resources.vector_store import VectorStoreResource
 
@@ -91,8 +92,16 @@ def vector_index(
         log=context.log.info,
     )
     ann = result.index.get("ann") or {}
+    provenance = record_provenance(
+        context,
+        store,
+        inputs=lineage_inputs(store, tenant, sample_id, model_id),
+        rows={"rows": result.rows, "inserted": result.inserted, "deleted": result.deleted},
+        model={"model_id": model_id, "weights_hash": manifest.get("weights_hash") or ""},
+    )
     return MaterializeResult(
         metadata={
+            **provenance,
             "dagster/row_count": result.rows,
             "rows": result.rows,
             "inserted": result.inserted,

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from bioscan_assets.core import drop_validation
 from bioscan_assets.core.drops import DropError
-from bioscan_assets.core.layout import run_manifest, shard_dir, split_partition_key
+from bioscan_assets.core.layout import shard_dir, split_partition_key
 from bioscan_assets.core.raw import RAW_FORMAT_VERSION, copy_drop, read_raw_manifest
 from bioscan_assets.core.schema import SHARD_SCHEMA
 from bioscan_assets.core.shards import (
@@ -43,6 +43,7 @@ from bioscan_assets.core.shards import (
 )
 from bioscan_assets.core.storage import Store
 from bioscan_assets.partitions import samples_partitions
+from bioscan_assets.provenance_dagster import record_provenance, shard_data_version
 from bioscan_assets.resources.storage import StorageResource
 
 OWNERS = ["team:bioscan"]
@@ -104,16 +105,6 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _write_run_manifest(
-    store: Store, asset_name: str, tenant: str, sample_id: str, doc: dict[str, Any]
-) -> None:
-    """Provenance of one materialization (DESIGN.md: inputs, code version, config, counts)."""
-    store.write_bytes(
-        run_manifest(asset_name, tenant, sample_id),
-        (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(),
-    )
-
-
 def _config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -153,23 +144,16 @@ def raw_sequences(context: AssetExecutionContext, storage: StorageResource) -> M
     ]
     for extra in [*raw["references"], *([raw["taxonomy"]] if raw["taxonomy"] else [])]:
         rows.append([extra["path"], "reference/taxonomy", extra["size"], "", extra["sha256"][:16]])
-    _write_run_manifest(
+    provenance = record_provenance(
+        context,
         out,
-        "raw_sequences",
-        tenant,
-        sample_id,
-        {
-            "asset": "raw_sequences",
-            "partition": context.partition_key,
-            "run_id": context.run.run_id,
-            "code_version": f"raw-{RAW_FORMAT_VERSION}",
-            "manifest_sha256": raw["manifest_sha256"],
-            "inputs": {f["path"]: f["sha256"] for f in raw["files"]},
-            "records": {f["path"]: f["records"] for f in raw["files"]},
-        },
+        inputs={f["path"]: f["sha256"] for f in raw["files"]},
+        rows={"records": sum(f["records"] for f in raw["files"])},
+        outputs={"bytes": total, "manifest_sha256": raw["manifest_sha256"]},
     )
     return MaterializeResult(
         metadata={
+            **provenance,
             "files": MetadataValue.md(
                 _md_table(["file", "format", "bytes", "records", "sha256 (prefix)"], rows)
             ),
@@ -240,25 +224,18 @@ def sequence_shards(
     ]
     taxonomy = manifest.get("taxonomy") or {}
     config_values = manifest["config"]
-    _write_run_manifest(
+    provenance = record_provenance(
+        context,
         out,
-        "sequence_shards",
-        tenant,
-        sample_id,
-        {
-            "asset": "sequence_shards",
-            "partition": context.partition_key,
-            "run_id": context.run.run_id,
-            "code_version": f"shards-{SHARD_FORMAT_VERSION}",
-            "shard_version": manifest["version"],
-            "config": config_values,
-            "config_hash": _config_hash(config_values),
-            "inputs": {f["path"]: f["sha256"] for f in per_file},
-            "rows": manifest["rows"],
-            "records_read": manifest["records_read"],
+        inputs={
+            **{f["path"]: f["sha256"] for f in per_file},
+            "raw_manifest": raw["manifest_sha256"],
         },
+        config=config_values,
+        rows={"rows": manifest["rows"], "records_read": manifest["records_read"]},
     )
     metadata: dict[str, Any] = {
+        **provenance,
         "dagster/row_count": manifest["rows"],
         "dagster/column_schema": _COLUMN_SCHEMA,
         "files": MetadataValue.md(
@@ -288,7 +265,7 @@ def sequence_shards(
         "bases_read": manifest["bases_read"],
         "bases_written": manifest["bases_written"],
         "seconds": round(seconds, 3),
-        "Mbases_per_s": round(manifest["bases_read"] / 1e6 / max(seconds, 1e-9), 1),
+        "Mbases_per_s": round(manifest["bases_read"] / 1e6 / max(seconds, 1e-9), 4),
         "MB_per_s": round(sum(f["size"] for f in raw["files"]) / 1e6 / max(seconds, 1e-9), 1),
         "input_sha256s": MetadataValue.json({f["path"]: f["sha256"] for f in per_file}),
         "config_hash": _config_hash(config_values),
@@ -306,7 +283,7 @@ def sequence_shards(
                 f"{taxonomy['unmatched_ids']} taxonomy ids match no sequence, e.g. "
                 f"{', '.join(taxonomy['unmatched_examples'])}"
             )
-    return MaterializeResult(metadata=metadata)
+    return MaterializeResult(metadata=metadata, data_version=shard_data_version(manifest))
 
 
 # --- checks ------------------------------------------------------------------------------------

@@ -47,4 +47,5 @@ def quarantine_record(tenant: str, sample_id: str) -> str:
 
 
 def run_manifest(asset: str, tenant: str, sample_id: str) -> str:
-    return f"manifests/{asset}/tenant={tenant}/sample={sample_id}.json"
+    """The latest run manifest of a partition (one `<run_id>.json` per run beside it)."""
+    return f"manifests/{asset}/tenant={tenant}/sample={sample_id}/latest.json"

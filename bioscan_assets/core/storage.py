@@ -31,8 +31,8 @@ def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
 
 def _check_relative(rel: str) -> str:
     rel = rel.strip("/")
-    if any(part in ("..", "") for part in rel.split("/")) and rel != "":
-        raise ValueError(f"path {rel!r} must be relative and must not contain '..'")
+    if rel and any(part in ("..", ".", "") for part in rel.split("/")):
+        raise ValueError(f"path {rel!r} must be relative, without '.', '..' or empty parts")
     return rel
 
 

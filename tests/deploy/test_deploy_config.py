@@ -15,6 +15,7 @@ import importlib
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -582,3 +583,88 @@ def test_locks_share_one_jax_and_dagster() -> None:
     for name in ("jax", "jaxlib", "dagster", "dagster-k8s", "flax", "lancedb"):
         assert len({lock[name] for lock in locks.values()}) == 1, name
     assert locks["gpu"]["jax-cuda12-plugin"] == locks["gpu"]["jax"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Site values: values.yaml + Terraform outputs + an image tag
+# ------------------------------------------------------------------------------------------------
+TF_OUTPUTS = {
+    "image_repository": {"value": "us-central1-docker.pkg.dev/p/bioscan", "sensitive": False},
+    "postgres_private_ip": {"value": "10.30.0.5", "sensitive": False},
+    "logs_bucket": {"value": "p-bioscan-dagster-logs", "sensitive": False},
+    "dagster_gsa_email": {"value": "bioscan-dagster@p.iam.gserviceaccount.com"},
+    "runner_gsa_email": {"value": "bioscan-runner@p.iam.gserviceaccount.com"},
+    "postgres_password": {"value": "s3cret", "sensitive": True},
+}
+
+
+def run_site_values(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(__import__("json").dumps(TF_OUTPUTS))
+    return subprocess.run(
+        [
+            sys.executable,
+            str(DEPLOY / "helm/site_values.py"),
+            "--outputs-json",
+            str(outputs),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_site_values_fill_every_site_field(tmp_path) -> None:
+    result = run_site_values(tmp_path, "--tag", "a1b2c3d")
+    assert result.returncode == 0, result.stderr
+    values = yaml.safe_load(result.stdout)
+    base = helm_values()
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    assert deployment["image"] == {
+        "repository": "us-central1-docker.pkg.dev/p/bioscan/bioscan-tpu",
+        "tag": "a1b2c3d",
+        "pullPolicy": "IfNotPresent",
+    }
+    # the rest of the deployment is kept (Helm would have dropped it with --set on a list)
+    assert deployment["env"] == base["dagster-user-deployments"]["deployments"][0]["env"]
+    assert deployment["envSecrets"] == [{"name": "bioscan-secrets"}]
+    assert values["dagsterDaemon"]["image"]["repository"].endswith("/bioscan-cpu")
+    assert values["postgresql"]["postgresqlHost"] == "10.30.0.5"
+    assert values["computeLogManager"]["config"]["gcsComputeLogManager"]["bucket"] == (
+        "p-bioscan-dagster-logs"
+    )
+    annotation = "iam.gke.io/gcp-service-account"
+    assert values["serviceAccount"]["annotations"][annotation].startswith("bioscan-dagster@")
+    runner = values["dagster-user-deployments"]["serviceAccount"]["annotations"][annotation]
+    assert runner.startswith("bioscan-runner@")
+    assert "s3cret" not in result.stdout  # the password goes to a Secret, never to values
+    for path, mapping in _walk(values):
+        assert not set(mapping) - CHART_KEYS[path], path
+
+
+def test_site_values_refuse_a_mutable_tag(tmp_path) -> None:
+    result = run_site_values(tmp_path, "--tag", "latest")
+    assert result.returncode != 0
+    assert "immutable image tag" in result.stderr
+
+
+def test_gcs_backstop_never_beats_the_retention_policies(terraform) -> None:
+    """Age-based GCS deletion must come after the lineage-aware retention job, and spare what it protects."""
+    policy = yaml.safe_load((ROOT / "bioscan_assets/config/retention.yaml").read_text())
+    variables = terraform["variable"]
+    for asset, variable in (
+        ("sequence_shards", "shards_expire_days"),
+        ("sequence_embeddings", "embeddings_expire_days"),
+    ):
+        days = policy["policies"][asset]["expire_after_days"]
+        assert variables[variable]["default"] > days, (variable, days)
+    rules = terraform["resource"]["google_storage_bucket"]["storage"]["lifecycle_rule"]
+    prefixes = [
+        p
+        for rule in rules
+        if _one(rule, "action")["type"] == "Delete"
+        for p in _one(rule, "condition").get("matches_prefix", [])
+    ]
+    for protected in [*policy["protected"], "lancedb/", "models/", "tune/"]:
+        assert not any(p.startswith(protected) or protected.startswith(p) for p in prefixes)

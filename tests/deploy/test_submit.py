@@ -80,6 +80,18 @@ def test_bad_partition_key_is_refused_before_anything_is_sent(capsys) -> None:
     assert "'acme-lab' is not '<tenant>/<sample_id>'" in err
 
 
+def test_the_bioscan_cli_has_submit_and_follow(capsys) -> None:
+    from bioscan_assets.cli import main as bioscan
+
+    code = bioscan(["submit", "sample", "not-a-key", "--port", str(free_port())])
+    assert code == submit.EXIT_USAGE
+    assert "bioscan submit: partition key 'not-a-key'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        bioscan(["follow", "--help"])
+    assert exit_info.value.code == 0
+    assert "bioscan follow --backfill" in capsys.readouterr().out
+
+
 def test_unreachable_endpoint_exits_4(capsys) -> None:
     port = free_port()  # nothing listens there
     code, _, err = run_cli(capsys, "submit", "sample", "acme-lab/S001", "--port", str(port))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -83,13 +84,16 @@ class DagsterDev:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            group = self.process.pid  # start_new_session: the group holds only what we started
+            if self.process.poll() is None:
+                os.killpg(group, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=30)
+            # webserver, daemon, code servers and runs left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+            self.process.wait(timeout=30)
         self._log.close()
 
     def log_tail(self, chars: int = 4000) -> str:

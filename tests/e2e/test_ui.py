@@ -3,8 +3,9 @@
 A fresh instance over a copy of the bundled demo landing area (tiny model, so runs are quick):
 the asset graph shows the six assets; the lab-drop sensor's first tick adds the `samples`
 partitions; a materialisation launched from the asset page's dialog completes; screenshots are
-kept; then a backfill of every sample partition launched through the GraphQL API (with
-`bioscan submit backfill --all`) completes and leaves every partition of vector_index materialised.
+kept; a backfill of every sample partition launched through the GraphQL API (with
+`bioscan submit backfill --all`, followed with `bioscan follow --backfill`) completes and leaves
+every partition of vector_index materialised.
 
 Chromium is Debian's (`apt-get install -y chromium`), driven by the `playwright` package through
 `executable_path`; no browser is downloaded. This test is never skipped: without Chromium it fails.
@@ -204,7 +205,12 @@ def test_ui_and_api_end_to_end(deployment, chromium_executable, artifacts, tmp_p
             artifacts.append(tmp_path / "bioscan-partitions.png")
             page.screenshot(path=artifacts[-1], full_page=True)
 
-            # 3. materialise one partition from the asset page's dialog
+            # 3. a backfill of every sample partition through the GraphQL API (followed in 5)
+            code = submit.main(["submit", "backfill", "--all", "--no-follow", "--url", url])
+            backfill_id = capsys.readouterr().out.strip()
+            assert code == submit.EXIT_SUCCEEDED and backfill_id, backfill_id
+
+            # 4. materialise one partition from the asset page's dialog
             chosen = partitions[0]
             page.goto(f"{url}/assets/raw_sequences")
             launched_after = time.time()
@@ -249,9 +255,19 @@ def test_ui_and_api_end_to_end(deployment, chromium_executable, artifacts, tmp_p
     for shot in artifacts:
         assert shot.stat().st_size > 10_000, f"{shot} looks empty"
 
-    # 4. a backfill of all sample partitions through the GraphQL API
+    # 5. the backfill ends with every partition materialised
     code = submit.main(
-        ["submit", "backfill", "--all", "--url", url, "--poll-interval", "2", "--timeout", "900"]
+        [
+            "follow",
+            "--backfill",
+            backfill_id,
+            "--url",
+            url,
+            "--poll-interval",
+            "2",
+            "--timeout",
+            "900",
+        ]
     )
     out = capsys.readouterr().out
     assert code == submit.EXIT_SUCCEEDED, f"{out}\n{deployment.log_tail()}"

@@ -385,17 +385,7 @@ def test_the_readers_do_serve_their_own_tenant(b_data):
     assert not empty, f"{empty} return nothing for tenant {B}'s own sample"
 
 
-# Readers build paths from the tenant without validating it, and the store accepts "." as a
-# path component, so `reef-survey/.` reaches reef-survey's files. Fix: validate tenant and
-# sample id in the readers (or refuse "." in Store paths); then this xfail turns into a failure
-# (strict) and the mark goes.
-_DOT_LEAK = pytest.mark.xfail(
-    strict=True, reason="readers accept a tenant with a '.' path component (see report)"
-)
-PARAMS = [
-    pytest.param(t, s, marks=_DOT_LEAK) if t.endswith("/.") else pytest.param(t, s)
-    for t, s in CRAFTED
-]
+PARAMS = [pytest.param(t, s) for t, s in CRAFTED]
 
 
 @pytest.mark.parametrize(("tenant", "sample_id"), PARAMS, ids=repr)
