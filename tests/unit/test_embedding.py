@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -36,7 +38,7 @@ def test_batches_cover_every_row_once_within_budget() -> None:
 
 def test_ladder_is_bounded_and_increasing() -> None:
     ladder = bucket_ladder(1000)
-    assert ladder[-1] == 1000 and all(b > a for a, b in zip(ladder, ladder[1:], strict=False))
+    assert ladder[-1] == 1000 and all(b > a for a, b in itertools.pairwise(ladder))
     assert len(ladder) < 60
 
 
