@@ -7,4 +7,5 @@ sample_pipeline = define_asset_job(
     name="sample_pipeline",
     selection=AssetSelection.assets(*SAMPLE_ASSETS),
     description="One lab drop from raw files to its rows in the tenant's vector index.",
+    tags={"bioscan/accelerator": "tpu"},
 )

@@ -601,13 +601,19 @@ def _run_and_follow(args: argparse.Namespace, job: str, partition: str | None, k
     return _follower(args, api).follow_run(run_id)
 
 
-def _cmd_sample(args: argparse.Namespace) -> int:
+def _check_sample_keys(keys: Sequence[str]) -> None:
+    """`<tenant>/<sample_id>`, refused here with the reason rather than by the server."""
     from bioscan_assets.core.layout import split_partition_key
 
-    try:
-        split_partition_key(args.partition)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    for key in keys:
+        try:
+            split_partition_key(key)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    _check_sample_keys([args.partition])
     return _run_and_follow(args, args.job, args.partition, "sample")
 
 
@@ -624,6 +630,8 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
         raise UsageError("name the partitions to backfill (tenant/sample_id ...) or pass --all")
     if args.partitions and args.all:
         raise UsageError("pass partitions or --all, not both")
+    if args.job == "sample_pipeline":
+        _check_sample_keys(args.partitions)
     api = DagsterApi(Endpoint.from_args(args))
     location, repository = api.find_job(args.job, args.location, args.repository)
     assets = api.job_asset_keys(args.job, location, repository)

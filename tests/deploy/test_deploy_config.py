@@ -668,3 +668,16 @@ def test_gcs_backstop_never_beats_the_retention_policies(terraform) -> None:
     ]
     for protected in [*policy["protected"], "lancedb/", "models/", "tune/"]:
         assert not any(p.startswith(protected) or protected.startswith(p) for p in prefixes)
+
+
+def test_every_pool_the_assets_use_gets_a_limit_in_the_ops_guide() -> None:
+    from bioscan_assets.definitions import defs
+
+    graph = defs.get_repository_def().asset_graph
+    pools = set().union(*(graph.get(key).pools or set() for key in graph.get_all_asset_keys()))
+    assert {"tpu", "lancedb"} <= pools
+    guide = (DEPLOY / "README.md").read_text()
+    for pool in pools:
+        assert f"dagster instance concurrency set {pool} " in guide, pool
+    # and the instance caps any pool the guide forgot at one op at a time
+    assert instance_yaml()["concurrency"]["pools"]["default_limit"] == 1

@@ -78,6 +78,14 @@ def test_bad_partition_key_is_refused_before_anything_is_sent(capsys) -> None:
     code, _, err = run_cli(capsys, "submit", "sample", "acme-lab", "--port", str(free_port()))
     assert code == submit.EXIT_USAGE
     assert "'acme-lab' is not '<tenant>/<sample_id>'" in err
+    code, _, err = run_cli(
+        capsys, "submit", "backfill", "acme-lab/S001", "../etc", "--port", str(free_port())
+    )
+    assert code == submit.EXIT_USAGE
+    assert "'../etc'" in err
+    code, _, err = run_cli(capsys, "submit", "backfill", "--port", str(free_port()))
+    assert code == submit.EXIT_USAGE
+    assert "or pass --all" in err
 
 
 def test_the_bioscan_cli_has_submit_and_follow(capsys) -> None:
