@@ -295,7 +295,7 @@ def lora_adapter(
             if result.resumed_from_step is not None
             else -1,
             "resumed_from": result.resumed_from or "none",
-            "final_loss": float(last.get("loss", float("nan"))),
+            "final_loss": _num(result.final_loss()),
             "loss_per_rank": MetadataValue.md(
                 "| rank | classes | final loss |\n|---|---|---|\n" + per_rank
             ),

@@ -580,8 +580,14 @@ class TrainResult:
     parameters: dict[str, Any]
     checkpoints: dict[str, Any] = field(default_factory=dict)
 
+    last_loss: float | None = None
+
     def final_loss(self) -> float | None:
-        return self.history[-1]["loss"] if self.history else None
+        if self.history:
+            return self.history[-1]["loss"]
+        return (
+            self.last_loss if self.last_loss is not None and np.isfinite(self.last_loss) else None
+        )
 
 
 def _batch_size(config: TrainConfig, devices: int) -> int:
@@ -675,6 +681,7 @@ def train_classifier(
         updates, opt_state = tx.update(grads, state["opt_state"], state["trainable"])
         new_state = {
             "step": state["step"] + 1,
+            "loss": loss,
             "trainable": optax.apply_updates(state["trainable"], updates),
             "opt_state": opt_state,
         }
@@ -689,6 +696,9 @@ def train_classifier(
     )
     state = {
         "step": np.asarray(0, np.int32),
+        "loss": np.asarray(
+            np.nan, np.float32
+        ),  # the last step's, so a finished run resumed says it
         "trainable": trainable,
         "opt_state": jax.tree.map(np.asarray, tx.init(trainable)),
     }
@@ -775,6 +785,7 @@ def train_classifier(
         sequences_per_s=batch_size / per_step if per_step else 0.0,
         tokens_per_s=(real_tokens / max(len(history), 1)) / per_step if per_step else 0.0,
         parameters=parameters,
+        last_loss=float(np.asarray(state["loss"])),
         checkpoints={
             "local_dir": str(sync.local_dir),
             "store_prefix": sync.store.url(sync.prefix) if sync.store else None,

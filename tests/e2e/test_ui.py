@@ -186,7 +186,7 @@ def test_ui_and_api_end_to_end(deployment, chromium_executable, artifacts, tmp_p
                     )
                 )
                 expect(label.first, f"asset {name} in the graph").to_be_visible(timeout=60_000)
-                label.first.hover()
+                label.first.hover(force=True)  # a queued node box covers its label
                 expect(page.get_by_text(name, exact=True).first).to_be_visible()
             page.mouse.move(5, 500)
             artifacts.append(tmp_path / "bioscan-asset-graph.png")
