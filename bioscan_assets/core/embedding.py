@@ -13,7 +13,7 @@ import json
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,17 @@ import pyarrow.parquet as pq
 from bioscan_assets.core import layout
 from bioscan_assets.core.accelerator import Accelerator
 from bioscan_assets.core.batching import pack_batches, split_windows
+from bioscan_assets.core.embedding_store import (  # noqa: F401  (re-exported)
+    MANIFEST,
+    iter_embedding_batches,
+    read_embedding_manifest,
+)
 from bioscan_assets.core.nt_model import mean_pool
 from bioscan_assets.core.presets import LoadedModel
 from bioscan_assets.core.schema import embedding_schema
 from bioscan_assets.core.shards import iter_shard_batches, read_shard_manifest
 from bioscan_assets.core.storage import Store
 
-MANIFEST = "_manifest.json"
 _PART = re.compile(r"^part-([0-9a-f]{12})-(\d{9})-(\d{9})\.parquet$")
 
 
@@ -164,27 +168,6 @@ def embed_sequences(
 def run_key(shard_version: str, weights_hash: str) -> str:
     """What the parts were computed from; parts of another key are stale."""
     return hashlib.sha256(f"{shard_version}|{weights_hash}".encode()).hexdigest()[:12]
-
-
-def read_embedding_manifest(store: Store, model_id: str, tenant: str, sample_id: str) -> dict:
-    rel = f"{layout.embedding_dir(model_id, tenant, sample_id)}/{MANIFEST}"
-    if not store.exists(rel):
-        raise FileNotFoundError(
-            f"no embeddings for {tenant}/{sample_id} with model {model_id} ({store.url(rel)} "
-            "missing): materialise sequence_embeddings for that partition first"
-        )
-    return json.loads(store.read_bytes(rel))
-
-
-def iter_embedding_batches(
-    store: Store, model_id: str, tenant: str, sample_id: str
-) -> Iterator[pa.RecordBatch]:
-    """Embedding rows in shard order, from the parts the manifest lists."""
-    manifest = read_embedding_manifest(store, model_id, tenant, sample_id)
-    directory = layout.embedding_dir(model_id, tenant, sample_id)
-    for part in manifest["files"]:
-        with store.open_read(f"{directory}/{part['path']}") as handle:
-            yield from pq.ParquetFile(handle).iter_batches()
 
 
 def _committed(store: Store, directory: str, key: str) -> list[tuple[int, int, str]]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import re
 import socket
@@ -52,7 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bioscan_assets.core import layout
+from bioscan_assets.core import embedding_store, layout
 from bioscan_assets.core.schema import SHARD_SCHEMA
 from bioscan_assets.core.shards import iter_shard_batches, read_shard_manifest
 from bioscan_assets.core.storage import Store
@@ -61,7 +60,7 @@ from bioscan_assets.core.taxonomy import RANKS, split_taxon
 TABLE_PREFIX = "sequences_"
 KEY_SEPARATOR = "/"
 VECTOR_INDEX_NAME = "vector_idx"
-EMBEDDING_MANIFEST = "_manifest.json"
+EMBEDDING_MANIFEST = embedding_store.MANIFEST
 SCHEMA_VERSION = "1"
 META_MODEL_ID = b"bioscan.model_id"
 META_WEIGHTS = b"bioscan.weights_hash"
@@ -306,14 +305,9 @@ def _rank_arrays(taxonomy: pa.Array) -> list[pa.Array]:
 
 
 def read_embedding_manifest(store: Store, model_id: str, tenant: str, sample_id: str) -> dict:
+    """The embedding manifest, checked for the fields the index relies on."""
     rel = f"{layout.embedding_dir(model_id, tenant, sample_id)}/{EMBEDDING_MANIFEST}"
-    try:
-        manifest = json.loads(store.read_bytes(rel))
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"no embeddings for {tenant}/{sample_id} with model {model_id} ({store.url(rel)} "
-            "missing): materialise sequence_embeddings for that partition first"
-        ) from None
+    manifest = embedding_store.read_embedding_manifest(store, model_id, tenant, sample_id)
     for key in ("rows", "files"):
         if key not in manifest:
             raise VectorIndexError(f"{store.url(rel)}: field {key!r} missing")
