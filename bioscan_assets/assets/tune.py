@@ -30,6 +30,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from bioscan_assets.k8s import accelerator_step_tags
 from bioscan_assets.partitions import samples_partitions
 from bioscan_assets.provenance_dagster import record_provenance
 from bioscan_assets.resources.accelerator import AcceleratorResource
@@ -142,6 +143,8 @@ def _local_files(store, rels: list[str], stack: contextlib.ExitStack) -> list[Pa
     kinds={"jax", "wandb"},
     owners=OWNERS,
     code_version="lora-1",
+    op_tags=accelerator_step_tags(),
+    pool="tpu",
     description="LoRA adapter (query/value) on the frozen encoder plus a seven-rank taxonomy "
     "head, trained on the reference samples; a small versioned artefact under adapters/.",
 )

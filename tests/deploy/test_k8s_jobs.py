@@ -31,9 +31,8 @@ from kubernetes.utils import parse_quantity
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.33"  # GKE REGULAR channel at the time of writing
 IMAGE = "europe-west4-docker.pkg.dev/example/bioscan/bioscan-tpu:0.1.0"
-# Steps that must run on the accelerator pool. lora_adapter belongs here too once the tuning
-# asset carries bioscan_assets.k8s.accelerator_step_tags() (it runs on CPU nodes until then).
-REQUIRED_ACCELERATOR_STEPS = {"sequence_embeddings"}
+# Steps that must run alone on the accelerator pool.
+REQUIRED_ACCELERATOR_STEPS = {"sequence_embeddings", "lora_adapter"}
 JOBS = ("sample_pipeline", "tune_and_evaluate")
 
 KUBECONFIG = """\

@@ -215,7 +215,8 @@ def test_ui_and_api_end_to_end(deployment, chromium_executable, artifacts, tmp_p
             page.goto(f"{url}/assets/raw_sequences")
             launched_after = time.time()
             page.get_by_role("button", name="Materialize…").first.click()
-            dialog = page.get_by_role("dialog")
+            # the partition picker is a popover that also has role=dialog: scope to the launch one
+            dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
             dialog.get_by_text("Select a partition or create one").click()
             page.keyboard.type(chosen)
             page.locator("label").filter(has_text=chosen).first.click()
