@@ -52,6 +52,11 @@ class TuneConfig(Config):
     crop_tokens: int = Field(
         default=64, description="Tokens per training window (<cls> + 6-mers; 64 ~ 380 bp)."
     )
+    window: str = Field(
+        default="random",
+        description="Training window: 'random' (anywhere; reads from any region) or 'start' "
+        "(always the first, in training and prediction; references sharing a start primer).",
+    )
     learning_rate: float = Field(default=2e-3, description="Peak AdamW learning rate.")
     warmup_steps: int = Field(default=2, description="Linear warmup steps before cosine decay.")
     weight_decay: float = 0.01
@@ -82,6 +87,7 @@ class TuneConfig(Config):
             steps=self.steps,
             batch_size=self.batch_size,
             crop_tokens=self.crop_tokens,
+            window=self.window,
             learning_rate=self.learning_rate,
             warmup_steps=self.warmup_steps,
             weight_decay=self.weight_decay,

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RANK_WEIGHTS: tuple[float, ...] = (2.0, 1.8, 1.5, 1.2, 1.0, 0.8, 0.6)
 ADAPTER_FORMAT = "bioscan-lora-adapter/1"
+WINDOWS = ("random", "start")
 Lineage = tuple[str | None, ...]
 
 
@@ -297,6 +298,9 @@ class TrainConfig:
     steps: int = 16
     batch_size: int = 8
     crop_tokens: int = 64  # <cls> + 63 tokens (~380 bp) per training window
+    # "random": a window anywhere in the sequence (reads from any region); "start": always the
+    # first window, in training and prediction (references that all begin at the same primer)
+    window: str = "random"
     learning_rate: float = 2e-3
     warmup_steps: int = 2
     end_learning_rate_fraction: float = 0.05
@@ -319,6 +323,8 @@ class TrainConfig:
             raise ValueError(f"rank_weights needs {len(RANKS)} values ({', '.join(RANKS)})")
         if self.steps < 1 or self.batch_size < 1 or self.crop_tokens < 2:
             raise ValueError("steps and batch_size must be >= 1, crop_tokens >= 2")
+        if self.window not in WINDOWS:
+            raise ValueError(f"window={self.window!r}: choose from {', '.join(WINDOWS)}")
         if self.keep_checkpoints < 1 or self.checkpoint_every_steps < 1:
             raise ValueError("keep_checkpoints and checkpoint_every_steps must be >= 1")
         _ = self.lora  # validates the LoRA settings
@@ -406,7 +412,7 @@ def training_batch(
     picks = rng.choice(n, size=batch_size, replace=n < batch_size)
     ids = np.full((batch_size, config.crop_tokens), pad_id, np.int32)
     for row, index in enumerate(picks):
-        window = crop(tokens[index], config.crop_tokens, rng)
+        window = crop(tokens[index], config.crop_tokens, rng if config.window == "random" else None)
         ids[row, : len(window)] = window
     return ids, labels[picks]
 
@@ -1004,12 +1010,16 @@ class TaxonomyPredictor:
         )
 
     def probabilities(self, sequences: Sequence[str]) -> list[np.ndarray]:
-        """Per rank [N, C]: window probabilities averaged with token-count weights."""
+        """Per rank [N, C]: window probabilities averaged with token-count weights.
+
+        An adapter trained on `start` windows sees only each sequence's first window here too.
+        """
         config = self.adapter.config
         tokenizer = self.model.tokenizer
         windows, owner = [], []
         for row, tokens in enumerate(tokenizer.encode_batch(list(sequences))):
-            for window in split_windows(tokens, config.crop_tokens):
+            windows_of = split_windows(tokens, config.crop_tokens)
+            for window in windows_of if config.window == "random" else windows_of[:1]:
                 windows.append(window)
                 owner.append(row)
         devices = self.accelerator.device_count

@@ -106,6 +106,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-tokens", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--warmup-steps", type=int, default=2)
+    parser.add_argument("--window", default="random", help="random | start (see TrainConfig)")
     parser.add_argument("--embed-bp", type=int, default=192, help="bases embedded for kNN (0: all)")
     parser.add_argument("--knn-k", type=int, default=5)
     parser.add_argument("--knn-threshold", type=float, default=0.5)
@@ -185,7 +187,9 @@ def main() -> None:
             steps=args.steps,
             batch_size=args.batch_size,
             crop_tokens=args.crop_tokens,
+            window=args.window,
             learning_rate=args.learning_rate,
+            warmup_steps=args.warmup_steps,
             seed=args.seed,
             checkpoint_every_steps=max(args.steps, 1),
         )
@@ -198,7 +202,7 @@ def main() -> None:
             ids=split.train,
             accelerator=accelerator,
             on_metrics=lambda m, s: (
-                print(f"step {s} loss {m['loss']:.3f}", flush=True) if s % 10 == 0 else None
+                print(f"step {s} loss {m['loss']:.3f}", flush=True) if s % 50 == 0 else None
             ),
         )
         timings["lora_train_s"] = time.perf_counter() - t
@@ -207,7 +211,7 @@ def main() -> None:
         timings["lora_total_s"] = time.perf_counter() - t
         reports["lora"] = method_report(
             "LoRA classifier",
-            f"{args.steps} steps",
+            f"{args.steps} steps, {args.window} windows of {args.crop_tokens} tokens",
             truth,
             pred.labels,
             pred.raw_labels,

@@ -26,6 +26,7 @@ from bioscan_assets.core.training import (
     make_split,
     save_adapter,
     train_classifier,
+    training_batch,
 )
 from tests.synthetic_taxa import make_reference
 
@@ -168,6 +169,30 @@ def test_adapter_round_trip_is_small_and_predicts_the_same(trained):
     # unseen genera cannot be called right: the classifier's best guess is a seen genus
     unseen = [trained["seqs"][trained["index"][i]] for i in split.test_unseen]
     assert all(lab[5] not in split.unseen_genera for lab in b.raw_labels[: len(unseen)])
+
+
+def test_start_windows_train_and_predict_on_the_first_window_only(trained):
+    model, result, split = trained["model"], trained["result"], trained["split"]
+    crop = result.config.crop_tokens
+    tokens = [np.arange(10 * n, 10 * n + 3 * crop, dtype=np.int32) for n in range(6)]
+    labels = np.zeros((6, 7), np.int32)
+    start = replace(result.config, window="start")
+    ids, _ = training_batch(tokens, labels, 3, start, 8, pad_id=1)
+    assert all(int(row[0]) % 10 == 0 and (np.diff(row) == 1).all() for row in ids)
+    ids, _ = training_batch(tokens, labels, 3, result.config, 8, pad_id=1)
+    assert any(int(row[1]) - int(row[0]) != 1 for row in ids), "random windows start anywhere"
+
+    sequence = trained["seqs"][trained["index"][split.test_seen[0]]]
+    first_bp = 6 * (crop - 1)
+    assert len(sequence) > first_bp + 60
+    other_tail = sequence[:first_bp] + sequence[first_bp:][::-1]
+    adapter = Adapter.from_training(result, model, split)
+    for window, same in (("start", True), ("random", False)):
+        predictor = TaxonomyPredictor(model, replace(adapter, config=replace(start, window=window)))
+        a, b = (predictor.probabilities([s])[5] for s in (sequence, other_tail))
+        assert np.allclose(a, b, atol=1e-6) == same, window
+    with pytest.raises(ValueError, match="window"):
+        TrainConfig(window="middle")
 
 
 def test_adapter_refuses_another_base_and_tampered_weights(trained):
