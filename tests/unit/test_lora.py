@@ -188,7 +188,9 @@ def test_start_windows_train_and_predict_on_the_first_window_only(trained):
     other_tail = sequence[:first_bp] + sequence[first_bp:][::-1]
     adapter = Adapter.from_training(result, model, split)
     for window, same in (("start", True), ("random", False)):
-        predictor = TaxonomyPredictor(model, replace(adapter, config=replace(start, window=window)))
+        predictor = TaxonomyPredictor(
+            model, replace(adapter, config=replace(result.config, window=window))
+        )
         a, b = (predictor.probabilities([s])[5] for s in (sequence, other_tail))
         assert np.allclose(a, b, atol=1e-6) == same, window
     with pytest.raises(ValueError, match="window"):
