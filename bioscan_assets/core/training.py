@@ -1018,8 +1018,11 @@ class TaxonomyPredictor:
         tokenizer = self.model.tokenizer
         windows, owner = [], []
         for row, tokens in enumerate(tokenizer.encode_batch(list(sequences))):
-            windows_of = split_windows(tokens, config.crop_tokens)
-            for window in windows_of if config.window == "random" else windows_of[:1]:
+            if config.window == "random":
+                windows_of = split_windows(tokens, config.crop_tokens)
+            else:  # the training window itself (`crop` without a generator takes the start)
+                windows_of = [crop(tokens, config.crop_tokens, None)]
+            for window in windows_of:
                 windows.append(window)
                 owner.append(row)
         devices = self.accelerator.device_count
