@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import os
 
+from bioscan_resources.accelerator import AcceleratorResource
+from bioscan_resources.retention import RetentionResource
+from bioscan_resources.storage import StorageResource
+from bioscan_resources.tracking import WandbResource
+from bioscan_resources.vector_store import VectorStoreResource
+from bioscan_sensors.lab_drop import lab_drop_sensor
+from bioscan_sensors.retention import retention_schedule
 from dagster import Definitions, in_process_executor, multiprocess_executor
 
 from bioscan_assets.assets.embed import embed_checks, sequence_embeddings
@@ -13,13 +20,6 @@ from bioscan_assets.assets.retention import retention_job
 from bioscan_assets.assets.tune import tune_and_evaluate, tune_assets, tune_checks
 from bioscan_assets.demo import demo_job
 from bioscan_assets.jobs import sample_pipeline
-from bioscan_assets.resources.accelerator import AcceleratorResource
-from bioscan_assets.resources.retention import RetentionResource
-from bioscan_assets.resources.storage import StorageResource
-from bioscan_assets.resources.tracking import WandbResource
-from bioscan_assets.resources.vector_store import VectorStoreResource
-from bioscan_assets.sensors.lab_drop import lab_drop_sensor
-from bioscan_assets.sensors.retention import retention_schedule
 from bioscan_assets.settings import default_landing, default_storage, env_or
 
 

@@ -7,12 +7,12 @@ same instance: the UI shows every one of them.
 
 from pathlib import Path
 
+from bioscan_resources.storage import StorageResource
 from dagster import Failure, In, Nothing, OpExecutionContext, job, op
 
-from bioscan_assets.core.drop_validation import validate_drop
+from bioscan_assets.core.ingest.validation import validate_drop
 from bioscan_assets.core.storage import Store
 from bioscan_assets.partitions import samples_partitions
-from bioscan_assets.resources.storage import StorageResource
 
 DEMO_LANDING = Path(__file__).parent / "demo_data" / "landing"
 
@@ -45,9 +45,7 @@ def stage_demo_drops(context: OpExecutionContext, storage: StorageResource) -> l
 
 
 def _run_job(context: OpExecutionContext, job_name: str, partition_key: str | None = None) -> bool:
-    from bioscan_assets.definitions import defs  # the op runs inside those definitions
-
-    result = defs.resolve_job_def(job_name).execute_in_process(
+    result = context.repository_def.get_job(job_name).execute_in_process(
         instance=context.instance,
         partition_key=partition_key,
         raise_on_error=False,

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bioscan_assets.core import layout
+from bioscan_assets.core.ingest.shards import iter_shard_batches
 from bioscan_assets.core.schema import embedding_schema
-from bioscan_assets.core.shards import iter_shard_batches
 from bioscan_assets.core.storage import Store
 from tests.pipeline_helpers import ingest, write_fasta_drop
 

@@ -6,9 +6,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from bioscan_assets.core.drop_validation import validate_drop
-from bioscan_assets.core.raw import copy_drop
-from bioscan_assets.core.shards import ShardConfig, write_shards
+from bioscan_assets.core.ingest.raw import copy_drop
+from bioscan_assets.core.ingest.shards import ShardConfig, write_shards
+from bioscan_assets.core.ingest.validation import validate_drop
 from bioscan_assets.core.storage import Store
 from bioscan_assets.demo import DEMO_LANDING, stage_drops
 

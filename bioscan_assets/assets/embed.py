@@ -4,11 +4,12 @@ import os
 import time
 
 import numpy as np
+from bioscan_resources.accelerator import AcceleratorResource
+from bioscan_resources.storage import StorageResource
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
-    AssetKey,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
@@ -16,33 +17,32 @@ from dagster import (
     asset_check,
 )
 
-from bioscan_assets.core.embedding import (
-    EmbedStats,
-    embed_partition,
-    iter_embedding_batches,
-    read_embedding_manifest,
-)
-from bioscan_assets.core.layout import split_partition_key
-from bioscan_assets.core.shards import read_shard_manifest
-from bioscan_assets.k8s import accelerator_step_tags
-from bioscan_assets.partitions import samples_partitions
-from bioscan_assets.provenance_dagster import (
+from bioscan_assets.assets.keys import EMBEDDINGS_KEY, OWNERS, SHARDS_KEY
+from bioscan_assets.assets.provenance import (
     embedding_data_version,
     lineage_inputs,
     model_code_version,
     record_provenance,
 )
-from bioscan_assets.resources.accelerator import AcceleratorResource
-from bioscan_assets.resources.storage import StorageResource
+from bioscan_assets.core.embedding.compute import (
+    EmbedStats,
+    embed_partition,
+    iter_embedding_batches,
+    read_embedding_manifest,
+)
+from bioscan_assets.core.ingest.shards import read_shard_manifest
+from bioscan_assets.core.layout import split_partition_key
+from bioscan_assets.k8s import accelerator_step_tags
+from bioscan_assets.partitions import samples_partitions
 
 
 @asset(
-    key="sequence_embeddings",
+    key=EMBEDDINGS_KEY,
     group_name="embed",
     partitions_def=samples_partitions,
-    deps=[AssetKey("sequence_shards")],
+    deps=[SHARDS_KEY],
     kinds={"jax", "parquet"},
-    owners=["team:bioscan"],
+    owners=OWNERS,
     code_version=model_code_version("1", os.environ.get("BIOSCAN_MODEL", "demo")),
     op_tags=accelerator_step_tags(),
     pool="tpu",
@@ -142,7 +142,7 @@ def sequence_embeddings(
 def embeddings_complete(
     context: AssetCheckExecutionContext, storage: StorageResource, accelerator: AcceleratorResource
 ) -> AssetCheckResult:
-    from bioscan_assets.core.presets import load_model
+    from bioscan_assets.core.model.presets import load_model
 
     store = storage.output_store()
     model = load_model(accelerator.model)  # cached; no need to put weights on devices here

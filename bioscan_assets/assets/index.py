@@ -1,5 +1,7 @@
 """`vector_index`: the partition's rows in the tenant's LanceDB table for the embedding model."""
 
+from bioscan_resources.storage import StorageResource
+from bioscan_resources.vector_store import VectorStoreResource
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -15,17 +17,11 @@ from dagster import (
 )
 from pydantic import Field
 
-from bioscan_assets.core import vector_index as vi
+from bioscan_assets.assets.keys import EMBEDDINGS_KEY, INDEX_KEY, OWNERS, SHARDS_KEY
+from bioscan_assets.assets.provenance import lineage_inputs, record_provenance
+from bioscan_assets.core.index import vector_index as vi
 from bioscan_assets.core.layout import split_partition_key
 from bioscan_assets.partitions import samples_partitions
-from bioscan_assets.provenance_dagster import lineage_inputs, record_provenance
-from bioscan_assets.resources.storage import StorageResource
-from bioscan_assets.resources.vector_store import VectorStoreResource
-
-EMBEDDINGS_KEY = AssetKey("sequence_embeddings")
-SHARDS_KEY = AssetKey("sequence_shards")
-INDEX_KEY = AssetKey("vector_index")
-OWNERS = ["team:bioscan"]
 
 
 class VectorIndexConfig(Config):

@@ -10,12 +10,12 @@ import time
 from typing import Any
 
 import pyarrow.parquet as pq
+from bioscan_resources.storage import StorageResource
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
-    AssetKey,
     Config,
     Failure,
     MaterializeResult,
@@ -27,12 +27,12 @@ from dagster import (
 )
 from pydantic import Field
 
-from bioscan_assets.core import drop_validation
-from bioscan_assets.core.drops import DropError
-from bioscan_assets.core.layout import shard_dir, split_partition_key
-from bioscan_assets.core.raw import RAW_FORMAT_VERSION, copy_drop, read_raw_manifest
-from bioscan_assets.core.schema import SHARD_SCHEMA
-from bioscan_assets.core.shards import (
+from bioscan_assets.assets.keys import OWNERS, RAW_KEY, SHARDS_KEY
+from bioscan_assets.assets.provenance import record_provenance, shard_data_version
+from bioscan_assets.core.errors import DropError
+from bioscan_assets.core.ingest import validation as drop_validation
+from bioscan_assets.core.ingest.raw import RAW_FORMAT_VERSION, copy_drop, read_raw_manifest
+from bioscan_assets.core.ingest.shards import (
     SHARD_FORMAT_VERSION,
     HashSet64,
     ShardConfig,
@@ -41,14 +41,11 @@ from bioscan_assets.core.shards import (
     read_shard_manifest,
     write_shards,
 )
+from bioscan_assets.core.layout import shard_dir, split_partition_key
+from bioscan_assets.core.schema import SHARD_SCHEMA
 from bioscan_assets.core.storage import Store
 from bioscan_assets.partitions import samples_partitions
-from bioscan_assets.provenance_dagster import record_provenance, shard_data_version
-from bioscan_assets.resources.storage import StorageResource
 
-OWNERS = ["team:bioscan"]
-RAW_KEY = AssetKey("raw_sequences")
-SHARDS_KEY = AssetKey("sequence_shards")
 _MAX_TABLE_ROWS = 50
 
 

@@ -8,6 +8,8 @@ the partition's materialisations; materialising the partition again supersedes i
 import uuid
 from datetime import UTC, datetime
 
+from bioscan_resources.retention import RetentionResource
+from bioscan_resources.storage import StorageResource
 from dagster import (
     AssetKey,
     AssetObservation,
@@ -20,7 +22,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from bioscan_assets.core.retention import (
+from bioscan_assets.core.governance.retention import (
     POLICY_NAMES,
     AuditLog,
     Deletion,
@@ -28,8 +30,6 @@ from bioscan_assets.core.retention import (
     format_plan,
     plan_retention,
 )
-from bioscan_assets.resources.retention import RetentionResource
-from bioscan_assets.resources.storage import StorageResource
 
 RETENTION_OP = "apply_retention"
 _MAX_TABLE_ROWS = 100

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bioscan_resources.accelerator import AcceleratorResource
+from bioscan_resources.storage import StorageResource
+from bioscan_resources.tracking import WandbResource
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
-    AssetKey,
     Config,
     DataVersion,
     Failure,
@@ -30,17 +32,12 @@ from dagster import (
 )
 from pydantic import Field
 
+from bioscan_assets.assets.keys import ADAPTER_KEY, INDEX_KEY, OWNERS, REPORT_KEY, SHARDS_KEY
+from bioscan_assets.assets.provenance import record_provenance
 from bioscan_assets.k8s import accelerator_step_tags
 from bioscan_assets.partitions import samples_partitions
-from bioscan_assets.provenance_dagster import record_provenance
-from bioscan_assets.resources.accelerator import AcceleratorResource
-from bioscan_assets.resources.storage import StorageResource
-from bioscan_assets.resources.tracking import WandbResource
 from bioscan_assets.settings import bioscan_home
 
-OWNERS = ["team:bioscan"]
-ADAPTER_KEY = AssetKey("lora_adapter")
-REPORT_KEY = AssetKey("evaluation_report")
 GENUS_METRIC = "lora/genus_accuracy_seen"
 
 
@@ -81,7 +78,7 @@ class TuneConfig(Config):
     keep_checkpoints: int = 3
 
     def train_config(self):
-        from bioscan_assets.core.training import TrainConfig
+        from bioscan_assets.core.tuning.training import TrainConfig
 
         return TrainConfig(
             steps=self.steps,
@@ -122,7 +119,7 @@ class EvaluationConfig(Config):
 
 
 def _reference_keys(context: AssetExecutionContext, store) -> tuple[list[str], dict[str, str]]:
-    from bioscan_assets.core.training import find_reference_partitions
+    from bioscan_assets.core.tuning.training import find_reference_partitions
 
     keys = context.instance.get_dynamic_partitions(samples_partitions.name)
     references, skipped = find_reference_partitions(store, keys)
@@ -145,7 +142,7 @@ def _local_files(store, rels: list[str], stack: contextlib.ExitStack) -> list[Pa
 @asset(
     key=ADAPTER_KEY,
     group_name="tune",
-    deps=[AssetKey("sequence_shards")],
+    deps=[SHARDS_KEY],
     kinds={"jax", "wandb"},
     owners=OWNERS,
     code_version="lora-1",
@@ -161,9 +158,9 @@ def lora_adapter(
     accelerator: AcceleratorResource,
     tracking: WandbResource,
 ) -> MaterializeResult:
-    from bioscan_assets.core import lora as lora_mod
-    from bioscan_assets.core.presets import PRESETS
-    from bioscan_assets.core.training import (
+    from bioscan_assets.core.model import lora as lora_mod
+    from bioscan_assets.core.model.presets import PRESETS
+    from bioscan_assets.core.tuning.training import (
         Adapter,
         load_reference_data,
         make_split,
@@ -327,7 +324,7 @@ def lora_adapter(
 
 def _adapter_folder(context: AssetExecutionContext, store, model_id: str) -> str:
     """The adapter lora_adapter last produced (its metadata), else the store's latest pointer."""
-    from bioscan_assets.core.training import latest_pointer
+    from bioscan_assets.core.tuning.training import latest_pointer
 
     event = context.instance.get_latest_materialization_event(ADAPTER_KEY)
     materialization = event.asset_materialization if event else None
@@ -353,7 +350,7 @@ def knn_predictions(
     in each reference partition's index table and restricted to training ids, so no test
     sequence (and no unseen genus) can vote.
     """
-    from bioscan_assets.core import knn_baseline
+    from bioscan_assets.core.classify import knn_baseline
 
     try:
         return knn_baseline.predict(store, model_id, test_ids, train_ids, k=k, threshold=threshold)
@@ -364,7 +361,7 @@ def knn_predictions(
 @asset(
     key=REPORT_KEY,
     group_name="evaluate",
-    deps=[ADAPTER_KEY, AssetKey("vector_index")],
+    deps=[ADAPTER_KEY, INDEX_KEY],
     kinds={"jax", "html"},
     owners=OWNERS,
     code_version="eval-1",
@@ -379,12 +376,12 @@ def evaluation_report(
     accelerator: AcceleratorResource,
     tracking: WandbResource,
 ) -> MaterializeResult:
-    from bioscan_assets.core import provenance as prov
-    from bioscan_assets.core.kmer_nb import KmerNaiveBayes
-    from bioscan_assets.core.metrics import method_report
-    from bioscan_assets.core.report import markdown_summary, write_report
+    from bioscan_assets.core.classify.kmer_nb import KmerNaiveBayes
+    from bioscan_assets.core.evaluation.metrics import method_report
+    from bioscan_assets.core.evaluation.report import markdown_summary, write_report
+    from bioscan_assets.core.governance import provenance as prov
     from bioscan_assets.core.taxonomy import RANKS
-    from bioscan_assets.core.training import (
+    from bioscan_assets.core.tuning.training import (
         TaxonomyPredictor,
         load_adapter,
         load_reference_data,

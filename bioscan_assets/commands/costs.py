@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from bioscan_assets.core.costs import Prices, tenant_summary
-from bioscan_assets.core.retention import load_policies
+from bioscan_assets.core.governance.costs import Prices, tenant_summary
+from bioscan_assets.core.governance.retention import load_policies
 from bioscan_assets.core.storage import Store
 from bioscan_assets.settings import default_storage
 

@@ -175,9 +175,9 @@ def _format_table(label: str, hits: list, assignment: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bioscan_assets.core import search as api
+    from bioscan_assets.core.classify.knn_vote import AssignConfig, assign
+    from bioscan_assets.core.index import search as api
     from bioscan_assets.core.storage import Store
-    from bioscan_assets.core.taxonomy_assign import AssignConfig, assign
     from bioscan_assets.settings import default_storage
 
     try:

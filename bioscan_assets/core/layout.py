@@ -8,6 +8,23 @@ TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 SAMPLE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
+def check_tenant(tenant: object) -> str:
+    """The tenant name, refused unless it matches the contract (it becomes a path part)."""
+    if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
+        raise ValueError(
+            f"tenant {tenant!r} is not a valid tenant name (lower-case letters, digits and '-', "
+            "starting with a letter or digit, at most 63 characters)"
+        )
+    return tenant
+
+
+def check_sample_id(sample_id: object) -> str:
+    """The sample id, refused unless it matches the contract and cannot climb out of a folder."""
+    if not isinstance(sample_id, str) or not SAMPLE_ID_RE.fullmatch(sample_id) or ".." in sample_id:
+        raise ValueError(f"sample id {sample_id!r} is not a valid sample id (see DESIGN.md)")
+    return sample_id
+
+
 def partition_key(tenant: str, sample_id: str) -> str:
     return f"{tenant}/{sample_id}"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import BinaryIO
 
-from bioscan_assets.core.drops import DropError
+from bioscan_assets.core.errors import DropError
 
 RANKS: tuple[str, ...] = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 # Greengenes-style prefixes, position by position; SILVA/GTDB write d__ (domain) for kingdom.

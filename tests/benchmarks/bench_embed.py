@@ -28,11 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bioscan_assets.core.accelerator import Accelerator  # noqa: E402
-from bioscan_assets.core.batching import pack_batches, split_windows  # noqa: E402
-from bioscan_assets.core.embedding import EmbeddingExecutor, EmbedStats, embed_partition  # noqa: E402
-from bioscan_assets.core.presets import PRESETS, load_model  # noqa: E402
-from bioscan_assets.core.shards import iter_shard_batches  # noqa: E402
+from bioscan_assets.core.embedding.accelerator import Accelerator  # noqa: E402
+from bioscan_assets.core.embedding.batching import pack_batches, split_windows  # noqa: E402
+from bioscan_assets.core.embedding.compute import EmbeddingExecutor, EmbedStats, embed_partition  # noqa: E402
+from bioscan_assets.core.ingest.shards import iter_shard_batches  # noqa: E402
+from bioscan_assets.core.model.presets import PRESETS, load_model  # noqa: E402
 
 
 def end_to_end(model_spec: str, token_budget: int) -> dict:
@@ -97,9 +97,9 @@ def end_to_end(model_spec: str, token_budget: int) -> dict:
 _WORKER = """
 import sys, time
 t0 = time.perf_counter()
-from bioscan_assets.core.accelerator import Accelerator
-from bioscan_assets.core.embedding import EmbeddingExecutor, embed_partition
-from bioscan_assets.core.presets import load_model
+from bioscan_assets.core.embedding.accelerator import Accelerator
+from bioscan_assets.core.embedding.compute import EmbeddingExecutor, embed_partition
+from bioscan_assets.core.model.presets import load_model
 from bioscan_assets.core.storage import Store
 storage, model, cache, keys = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 ex = EmbeddingExecutor(load_model(model), Accelerator.discover(cache_dir=cache))
@@ -155,13 +155,13 @@ def backfill(model_spec: str, partitions: int) -> dict:
 
 def shape_only(model_spec: str, dtype: str, length: int, batch: int, steps: int) -> dict:
     """Random weights at a preset's shape: vectors/hour and model FLOP utilisation."""
-    from bioscan_assets.core.presets import random_params
+    from bioscan_assets.core.model.presets import random_params
 
     config = PRESETS[model_spec]
     accelerator = Accelerator.discover(dtype)
     params = accelerator.replicate(random_params(config))
     module = load_model("tiny").module(accelerator.dtype).__class__(config, accelerator.dtype)
-    from bioscan_assets.core.nt_model import mean_pool
+    from bioscan_assets.core.model.nt_model import mean_pool
 
     @jax.jit
     def forward(p, ids):

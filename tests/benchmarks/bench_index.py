@@ -52,7 +52,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bioscan_assets.core import vector_index as vi  # noqa: E402
+from bioscan_assets.core.index import vector_index as vi  # noqa: E402
 from bioscan_assets.core.storage import Store  # noqa: E402
 from bioscan_assets.core.taxonomy import RANKS  # noqa: E402
 

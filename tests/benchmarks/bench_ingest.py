@@ -157,8 +157,8 @@ def _child_biopython(path: Path) -> dict:
 
 def _ingest_setup(path: Path, root: Path, sample: str):
     """A lab drop holding `path`, validated and copied to raw/ (not timed)."""
-    from bioscan_assets.core.drop_validation import validate_drop
-    from bioscan_assets.core.raw import copy_drop
+    from bioscan_assets.core.ingest.raw import copy_drop
+    from bioscan_assets.core.ingest.validation import validate_drop
     from bioscan_assets.core.storage import Store
 
     folder = root / "landing" / "bench" / sample
@@ -192,7 +192,7 @@ def _ingest_setup(path: Path, root: Path, sample: str):
 
 
 def _child_ours(path: Path, work: Path, config: dict) -> dict:
-    from bioscan_assets.core.shards import ShardConfig, write_shards
+    from bioscan_assets.core.ingest.shards import ShardConfig, write_shards
 
     root = work / "ours"
     shutil.rmtree(root / "storage", ignore_errors=True)

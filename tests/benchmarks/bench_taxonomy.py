@@ -31,17 +31,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bioscan_assets.core.accelerator import Accelerator  # noqa: E402
-from bioscan_assets.core.embedding import EmbeddingExecutor  # noqa: E402
-from bioscan_assets.core.kmer_nb import KmerNaiveBayes  # noqa: E402
-from bioscan_assets.core.metrics import method_report  # noqa: E402
-from bioscan_assets.core.presets import load_model  # noqa: E402
-from bioscan_assets.core.report import write_report  # noqa: E402
+from bioscan_assets.core.classify.kmer_nb import KmerNaiveBayes  # noqa: E402
+from bioscan_assets.core.classify.knn_vote import AssignConfig, assign  # noqa: E402
+from bioscan_assets.core.embedding.accelerator import Accelerator  # noqa: E402
+from bioscan_assets.core.embedding.compute import EmbeddingExecutor  # noqa: E402
+from bioscan_assets.core.evaluation.metrics import method_report  # noqa: E402
+from bioscan_assets.core.evaluation.report import write_report  # noqa: E402
+from bioscan_assets.core.model.presets import load_model  # noqa: E402
 from bioscan_assets.core.storage import Store  # noqa: E402
 from bioscan_assets.core.taxonomy import RANKS, parse_taxonomy, split_taxon  # noqa: E402
-from bioscan_assets.core.taxonomy_assign import AssignConfig, assign  # noqa: E402
-from bioscan_assets.core.training import Adapter as AdapterArtefact  # noqa: E402
-from bioscan_assets.core.training import (  # noqa: E402
+from bioscan_assets.core.tuning.training import Adapter as AdapterArtefact  # noqa: E402
+from bioscan_assets.core.tuning.training import (  # noqa: E402
     TaxonomyPredictor,
     TrainConfig,
     make_split,

@@ -3,9 +3,9 @@
 import sys
 import time
 
-from bioscan_assets.core.accelerator import Accelerator
-from bioscan_assets.core.embedding import EmbeddingExecutor, embed_partition
-from bioscan_assets.core.presets import load_model
+from bioscan_assets.core.embedding.accelerator import Accelerator
+from bioscan_assets.core.embedding.compute import EmbeddingExecutor, embed_partition
+from bioscan_assets.core.model.presets import load_model
 from bioscan_assets.core.storage import Store
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+from bioscan_resources.storage import StorageResource
+from bioscan_resources.vector_store import VectorStoreResource
 from dagster import DagsterInstance, materialize
 
 from bioscan_assets.assets.index import index_checks, vector_index
 from bioscan_assets.partitions import samples_partitions
-from bioscan_assets.resources.storage import StorageResource
-from bioscan_assets.resources.vector_store import VectorStoreResource
 
 if __name__ == "__main__":
     storage, key, go = sys.argv[1:4]

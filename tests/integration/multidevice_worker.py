@@ -6,9 +6,9 @@ import sys
 import jax
 import numpy as np
 
-from bioscan_assets.core.accelerator import Accelerator
-from bioscan_assets.core.embedding import EmbeddingExecutor
-from bioscan_assets.core.presets import load_model
+from bioscan_assets.core.embedding.accelerator import Accelerator
+from bioscan_assets.core.embedding.compute import EmbeddingExecutor
+from bioscan_assets.core.model.presets import load_model
 
 if __name__ == "__main__":
     rng = np.random.default_rng(11)

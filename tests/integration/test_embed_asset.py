@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bioscan_resources.accelerator import AcceleratorResource
+from bioscan_resources.storage import StorageResource
 from dagster import AssetKey, DagsterInstance, Definitions, define_asset_job, materialize
 
 from bioscan_assets.assets.embed import embed_checks, sequence_embeddings
@@ -9,8 +11,6 @@ from bioscan_assets.assets.ingest import ingest_assets
 from bioscan_assets.core.storage import Store
 from bioscan_assets.demo import DEMO_LANDING, stage_drops
 from bioscan_assets.partitions import samples_partitions
-from bioscan_assets.resources.accelerator import AcceleratorResource
-from bioscan_assets.resources.storage import StorageResource
 
 
 def test_embeddings_single_and_multi_partition_runs(tmp_path) -> None:

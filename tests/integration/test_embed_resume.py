@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from bioscan_assets.core.embedding import iter_embedding_batches
-from bioscan_assets.core.shards import read_shard_manifest
+from bioscan_assets.core.embedding.compute import iter_embedding_batches
+from bioscan_assets.core.ingest.shards import read_shard_manifest
 from bioscan_assets.core.storage import Store
 from tests.pipeline_helpers import ingest, write_fasta_drop
 

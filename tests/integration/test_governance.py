@@ -21,6 +21,10 @@ from pathlib import Path
 import numpy as np
 import pysam
 import pytest
+from bioscan_resources.accelerator import AcceleratorResource
+from bioscan_resources.storage import StorageResource
+from bioscan_resources.tracking import WandbResource
+from bioscan_resources.vector_store import VectorStoreResource
 from dagster import DagsterInstance, Definitions, materialize
 from dagster._serdes import serialize_value
 
@@ -28,18 +32,15 @@ from bioscan_assets.assets.embed import embed_checks, sequence_embeddings
 from bioscan_assets.assets.index import index_assets, index_checks
 from bioscan_assets.assets.ingest import ingest_assets, ingest_checks
 from bioscan_assets.assets.tune import tune_and_evaluate, tune_assets, tune_checks
-from bioscan_assets.core import costs, provenance, search
-from bioscan_assets.core import embedding as emb
-from bioscan_assets.core import vector_index as vi
-from bioscan_assets.core.raw import read_raw_manifest
-from bioscan_assets.core.shards import iter_shard_batches, read_shard_manifest
+from bioscan_assets.core.embedding import compute as emb
+from bioscan_assets.core.governance import costs, provenance
+from bioscan_assets.core.index import search
+from bioscan_assets.core.index import vector_index as vi
+from bioscan_assets.core.ingest.raw import read_raw_manifest
+from bioscan_assets.core.ingest.shards import iter_shard_batches, read_shard_manifest
 from bioscan_assets.core.storage import Store
 from bioscan_assets.demo import DEMO_LANDING, stage_drops
 from bioscan_assets.partitions import samples_partitions
-from bioscan_assets.resources.accelerator import AcceleratorResource
-from bioscan_assets.resources.storage import StorageResource
-from bioscan_assets.resources.tracking import WandbResource
-from bioscan_assets.resources.vector_store import VectorStoreResource
 from tests.ingest_data import fasta_text, fastq_text, random_reads, write_bytes, write_sample_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import pytest
+from bioscan_resources.storage import StorageResource
+from bioscan_resources.vector_store import VectorStoreResource
 from dagster import DagsterInstance, materialize
 
 from bioscan_assets.assets.index import evaluate_checks, index_checks, vector_index
-from bioscan_assets.core import search as api
-from bioscan_assets.core import vector_index as vi
+from bioscan_assets.core.index import search as api
+from bioscan_assets.core.index import vector_index as vi
 from bioscan_assets.core.layout import split_partition_key
 from bioscan_assets.core.storage import Store
 from bioscan_assets.partitions import samples_partitions
-from bioscan_assets.resources.storage import StorageResource
-from bioscan_assets.resources.vector_store import VectorStoreResource
 from tests.index_helpers import GENERA, clustered_vectors, make_shards, random_dna, write_embeddings
 
 pytestmark = pytest.mark.integration
@@ -183,9 +183,10 @@ def test_tenant_isolation(env) -> None:
 @pytest.mark.slow
 def test_whole_pipeline_with_the_tiny_model(tmp_path) -> None:
     """raw_sequences -> sequence_shards -> sequence_embeddings (JAX) -> vector_index, for real."""
+    from bioscan_resources.accelerator import AcceleratorResource
+
     from bioscan_assets.assets.embed import sequence_embeddings
     from bioscan_assets.assets.ingest import ingest_assets
-    from bioscan_assets.resources.accelerator import AcceleratorResource
     from tests.pipeline_helpers import write_fasta_drop
 
     landing, storage = tmp_path / "landing", tmp_path / "storage"

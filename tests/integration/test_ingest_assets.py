@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from bioscan_resources.storage import StorageResource
 from dagster import DagsterInstance, materialize
 
 from bioscan_assets.assets.ingest import (
@@ -22,11 +23,10 @@ from bioscan_assets.assets.ingest import (
     raw_sequences,
     sequence_shards,
 )
+from bioscan_assets.core.ingest.shards import iter_shard_batches, read_shard_manifest
 from bioscan_assets.core.layout import raw_manifest, run_manifest, shard_dir
-from bioscan_assets.core.shards import iter_shard_batches, read_shard_manifest
 from bioscan_assets.core.storage import Store
 from bioscan_assets.partitions import samples_partitions
-from bioscan_assets.resources.storage import StorageResource
 from tests.ingest_data import (
     Read,
     fasta_text,

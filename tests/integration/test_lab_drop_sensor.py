@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from bioscan_resources.storage import StorageResource
+from bioscan_sensors.lab_drop import build_lab_drop_sensor, lab_drop_sensor
 from dagster import (
     DagsterInstance,
     DefaultSensorStatus,
@@ -23,12 +25,10 @@ from dagster import (
     define_asset_job,
 )
 
-from bioscan_assets.core import drop_scan
+from bioscan_assets.core.ingest import scan as drop_scan
 from bioscan_assets.core.layout import quarantine_record
 from bioscan_assets.core.storage import Store
 from bioscan_assets.partitions import samples_partitions
-from bioscan_assets.resources.storage import StorageResource
-from bioscan_assets.sensors.lab_drop import build_lab_drop_sensor, lab_drop_sensor
 from tests.drop_helpers import fasta_bytes, sha256_hex, write_drop, write_manifest_json
 
 pytestmark = pytest.mark.integration

@@ -8,6 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from bioscan_resources.accelerator import AcceleratorResource
+from bioscan_resources.storage import StorageResource
+from bioscan_resources.tracking import WandbResource, read_offline_run, resolve_mode
 from dagster import AssetMaterialization, DagsterInstance, Definitions
 
 from bioscan_assets.assets.tune import (
@@ -17,15 +20,12 @@ from bioscan_assets.assets.tune import (
     tune_assets,
     tune_checks,
 )
-from bioscan_assets.core import vector_index as vi
-from bioscan_assets.core.accelerator import Accelerator
-from bioscan_assets.core.embedding import EmbeddingExecutor, embed_partition
-from bioscan_assets.core.knn_baseline import IndexNotReady, check_indexed
-from bioscan_assets.core.presets import load_model
+from bioscan_assets.core.classify.knn_baseline import IndexNotReady, check_indexed
+from bioscan_assets.core.embedding.accelerator import Accelerator
+from bioscan_assets.core.embedding.compute import EmbeddingExecutor, embed_partition
+from bioscan_assets.core.index import vector_index as vi
+from bioscan_assets.core.model.presets import load_model
 from bioscan_assets.core.storage import Store
-from bioscan_assets.resources.accelerator import AcceleratorResource
-from bioscan_assets.resources.storage import StorageResource
-from bioscan_assets.resources.tracking import WandbResource, read_offline_run, resolve_mode
 from tests.pipeline_helpers import ingest, write_fasta_drop
 from tests.synthetic_taxa import make_reference, taxonomy_tsv
 

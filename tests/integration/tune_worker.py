@@ -14,10 +14,10 @@ import time
 import numpy as np
 from flax.traverse_util import flatten_dict
 
-from bioscan_assets.core.accelerator import Accelerator
-from bioscan_assets.core.presets import load_model
+from bioscan_assets.core.embedding.accelerator import Accelerator
+from bioscan_assets.core.model.presets import load_model
 from bioscan_assets.core.storage import Store
-from bioscan_assets.core.training import TrainConfig, make_split, train_classifier
+from bioscan_assets.core.tuning.training import TrainConfig, make_split, train_classifier
 from tests.synthetic_taxa import make_reference
 
 

@@ -16,10 +16,10 @@ import pytest
 import torch
 from transformers import EsmConfig, EsmForMaskedLM, EsmModel
 
-from bioscan_assets.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from bioscan_assets.core.nt_model import mean_pool
-from bioscan_assets.core.presets import load_model
-from bioscan_assets.core.tokenizer import NTTokenizer
+from bioscan_assets.core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bioscan_assets.core.model.nt_model import mean_pool
+from bioscan_assets.core.model.presets import load_model
+from bioscan_assets.core.model.tokenizer import NTTokenizer
 
 LENGTHS = [5, 37, 120, 301, 700]  # bases; with 4% N the longest is ~200 of 256 tokens
 FP32_TOLERANCE = 1e-4

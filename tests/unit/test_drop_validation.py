@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from bioscan_assets.core.drop_validation import (
+from bioscan_assets.core.errors import DropError
+from bioscan_assets.core.ingest.validation import (
     check_drop,
     parse_sample_json,
     relative_path_problem,
     validate_drop,
 )
-from bioscan_assets.core.drops import DropError
 from bioscan_assets.core.storage import Store
 from tests.drop_helpers import fasta_bytes, sha256_hex, write_drop, write_manifest_json
 

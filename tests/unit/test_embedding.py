@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from bioscan_assets.core.accelerator import Accelerator
-from bioscan_assets.core.batching import bucket_ladder, pack_batches, split_windows
-from bioscan_assets.core.embedding import EmbeddingExecutor
-from bioscan_assets.core.presets import load_model
+from bioscan_assets.core.embedding.accelerator import Accelerator
+from bioscan_assets.core.embedding.batching import bucket_ladder, pack_batches, split_windows
+from bioscan_assets.core.embedding.compute import EmbeddingExecutor
+from bioscan_assets.core.model.presets import load_model
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bioscan_assets.core.kmer_nb import KmerNaiveBayes, kmer_words
+from bioscan_assets.core.classify.kmer_nb import KmerNaiveBayes, kmer_words
 from tests.synthetic_taxa import make_reference
 
 

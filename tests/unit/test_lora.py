@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType
 
-from bioscan_assets.core import lora
-from bioscan_assets.core.accelerator import Accelerator
-from bioscan_assets.core.nt_model import NucleotideTransformer
-from bioscan_assets.core.presets import PRESETS, load_model
+from bioscan_assets.core.embedding.accelerator import Accelerator
+from bioscan_assets.core.model import lora
+from bioscan_assets.core.model.nt_model import NucleotideTransformer
+from bioscan_assets.core.model.presets import PRESETS, load_model
 from bioscan_assets.core.storage import Store
-from bioscan_assets.core.training import (
+from bioscan_assets.core.tuning.training import (
     Adapter,
     LabelVocab,
     TaxonomyPredictor,
@@ -215,9 +215,9 @@ def test_adapter_refuses_another_base_and_tampered_weights(trained):
 
 _DP_SCRIPT = """
 import json, sys
-from bioscan_assets.core.accelerator import Accelerator
-from bioscan_assets.core.presets import load_model
-from bioscan_assets.core.training import TrainConfig, train_classifier
+from bioscan_assets.core.embedding.accelerator import Accelerator
+from bioscan_assets.core.model.presets import load_model
+from bioscan_assets.core.tuning.training import TrainConfig, train_classifier
 from tests.synthetic_taxa import make_reference
 ids, seqs, lins = make_reference(seed=2)
 acc = Accelerator.discover()

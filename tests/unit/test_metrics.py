@@ -3,8 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from bioscan_assets.core.metrics import calibration, confusion, method_report, rank_metrics
-from bioscan_assets.core.report import write_report
+from bioscan_assets.core.evaluation.metrics import (
+    calibration,
+    confusion,
+    method_report,
+    rank_metrics,
+)
+from bioscan_assets.core.evaluation.report import write_report
 from bioscan_assets.core.storage import Store
 from bioscan_assets.core.taxonomy import RANKS
 

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bioscan_assets.core.nt_model import NTConfig, NucleotideTransformer, init_lora, mean_pool
-from bioscan_assets.core.presets import PRESETS, load_model, random_params, weights_hash
+from bioscan_assets.core.model.loaded import weights_hash
+from bioscan_assets.core.model.nt_model import NTConfig, NucleotideTransformer, init_lora, mean_pool
+from bioscan_assets.core.model.presets import PRESETS, load_model, random_params
 
 # Pinned: the tiny preset's weights must be the same on every machine and numpy version.
 TINY_HASH = "d59ff535ad354d5a5f18842d0aff50ed1876edd0024f830f561fac64ead1881b"

@@ -18,10 +18,7 @@ from dagster import (
     materialize,
 )
 
-from bioscan_assets.core import provenance
-from bioscan_assets.core.costs import Prices, estimate_cost, sum_costs
-from bioscan_assets.core.storage import Store
-from bioscan_assets.provenance_dagster import (
+from bioscan_assets.assets.provenance import (
     bioscan_run_tags,
     embedding_data_version,
     lineage_inputs,
@@ -31,6 +28,9 @@ from bioscan_assets.provenance_dagster import (
     run_user,
     shard_data_version,
 )
+from bioscan_assets.core.governance import provenance
+from bioscan_assets.core.governance.costs import Prices, estimate_cost, sum_costs
+from bioscan_assets.core.storage import Store
 from tests.pipeline_helpers import ingest, write_fasta_drop
 
 SHA = "ab" * 32
@@ -265,9 +265,9 @@ def test_same_inputs_and_code_give_byte_identical_shards(tmp_path):
 
 
 def test_same_shards_and_model_give_identical_vectors(tmp_path):
-    from bioscan_assets.core.accelerator import Accelerator
-    from bioscan_assets.core.embedding import EmbeddingExecutor, embed_partition
-    from bioscan_assets.core.presets import load_model
+    from bioscan_assets.core.embedding.accelerator import Accelerator
+    from bioscan_assets.core.embedding.compute import EmbeddingExecutor, embed_partition
+    from bioscan_assets.core.model.presets import load_model
 
     _drop(tmp_path / "landing", n=80, alphabet="ACGT")  # one length: one compiled shape
     landing = Store(str(tmp_path / "landing"))
@@ -309,7 +309,7 @@ def _stale_graph(landing: Store, store: Store, settings: dict, model_spec: str):
     """sequence_shards (the real core writer) -> sequence_embeddings, with our data versions."""
     from dagster import DataVersion
 
-    from bioscan_assets.core.shards import ShardConfig
+    from bioscan_assets.core.ingest.shards import ShardConfig
 
     @asset(key="sequence_shards", partitions_def=samples, code_version="shards-1")
     def shards(context) -> MaterializeResult:

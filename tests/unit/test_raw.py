@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from bioscan_assets.core.drop_validation import validate_drop
-from bioscan_assets.core.drops import DropError
+from bioscan_assets.core.errors import DropError
+from bioscan_assets.core.ingest.raw import copy_drop, read_raw_manifest
+from bioscan_assets.core.ingest.validation import validate_drop
 from bioscan_assets.core.layout import raw_blob, raw_manifest
-from bioscan_assets.core.raw import copy_drop, read_raw_manifest
 from bioscan_assets.core.storage import Store
 from tests.ingest_data import (
     fasta_text,

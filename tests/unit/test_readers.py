@@ -12,8 +12,8 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from bioscan_assets.core import readers
-from bioscan_assets.core.drops import DropError
+from bioscan_assets.core.errors import DropError
+from bioscan_assets.core.ingest import readers
 from tests.ingest_data import (
     Read,
     fasta_text,

@@ -13,11 +13,14 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
+from bioscan_resources.retention import RetentionResource
+from bioscan_resources.storage import StorageResource
 from dagster import AssetKey, DagsterInstance
 
+from bioscan_assets.assets.provenance import lineage_inputs
 from bioscan_assets.assets.retention import RETENTION_OP, retention_job
-from bioscan_assets.core import provenance, retention
-from bioscan_assets.core.retention import (
+from bioscan_assets.core.governance import provenance, retention
+from bioscan_assets.core.governance.retention import (
     AuditLog,
     Deletion,
     ProtectedPathError,
@@ -28,11 +31,8 @@ from bioscan_assets.core.retention import (
     plan_retention,
     read_audit,
 )
-from bioscan_assets.core.shards import ShardConfig, iter_shard_batches
+from bioscan_assets.core.ingest.shards import ShardConfig, iter_shard_batches
 from bioscan_assets.core.storage import Store
-from bioscan_assets.provenance_dagster import lineage_inputs
-from bioscan_assets.resources.retention import RetentionResource
-from bioscan_assets.resources.storage import StorageResource
 from tests.pipeline_helpers import ingest, write_fasta_drop
 
 TENANT = "acme-lab"
@@ -74,9 +74,9 @@ def template(tmp_path_factory) -> Path:
     S2: embedded, then re-sharded with another config (embeddings are from the old version).
     S3: shards only.
     """
-    from bioscan_assets.core.accelerator import Accelerator
-    from bioscan_assets.core.embedding import EmbeddingExecutor, embed_partition
-    from bioscan_assets.core.presets import load_model
+    from bioscan_assets.core.embedding.accelerator import Accelerator
+    from bioscan_assets.core.embedding.compute import EmbeddingExecutor, embed_partition
+    from bioscan_assets.core.model.presets import load_model
 
     root = tmp_path_factory.mktemp("retention")
     landing_dir, storage_dir, home_dir = root / "landing", root / "storage", root / "home"

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from bioscan_assets.cli import main
-from bioscan_assets.core import search as api
-from bioscan_assets.core import vector_index as vi
-from bioscan_assets.core.accelerator import Accelerator
-from bioscan_assets.core.embedding import EmbeddingExecutor, embed_partition
-from bioscan_assets.core.presets import load_model
+from bioscan_assets.core.embedding.accelerator import Accelerator
+from bioscan_assets.core.embedding.compute import EmbeddingExecutor, embed_partition
+from bioscan_assets.core.index import search as api
+from bioscan_assets.core.index import vector_index as vi
+from bioscan_assets.core.model.presets import load_model
 from bioscan_assets.core.storage import Store
 from tests.index_helpers import GENERA, make_shards, random_dna
 

@@ -13,12 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bioscan_assets.core.drop_validation import parse_sample_json, validate_drop
-from bioscan_assets.core.drops import DropError, DropFile
-from bioscan_assets.core.layout import raw_blob, shard_dir
-from bioscan_assets.core.raw import copy_drop, read_raw_manifest
-from bioscan_assets.core.schema import SHARD_SCHEMA
-from bioscan_assets.core.shards import (
+from bioscan_assets.core.errors import DropError
+from bioscan_assets.core.ingest.drops import DropFile
+from bioscan_assets.core.ingest.raw import copy_drop, read_raw_manifest
+from bioscan_assets.core.ingest.shards import (
     HashSet64,
     IdAssigner,
     ShardConfig,
@@ -29,6 +27,9 @@ from bioscan_assets.core.shards import (
     segment_counts,
     write_shards,
 )
+from bioscan_assets.core.ingest.validation import parse_sample_json, validate_drop
+from bioscan_assets.core.layout import raw_blob, shard_dir
+from bioscan_assets.core.schema import SHARD_SCHEMA
 from bioscan_assets.core.storage import Store
 from tests.ingest_data import (
     Read,

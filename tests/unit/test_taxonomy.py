@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bioscan_assets.core.drops import DropError
+from bioscan_assets.core.errors import DropError
 from bioscan_assets.core.taxonomy import (
     RANKS,
     format_taxon,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bioscan_assets.core.search import Hit
+from bioscan_assets.core.classify.knn_vote import AssignConfig, assign, assign_many, ranks_of
+from bioscan_assets.core.index.search import Hit
 from bioscan_assets.core.taxonomy import RANKS
-from bioscan_assets.core.taxonomy_assign import AssignConfig, assign, assign_many, ranks_of
 
 BAC = "k__Bacteria; p__Firmicutes; c__Bacilli; o__Bacillales; f__Bacillaceae; g__Bacillus; s__subtilis"
 BAC_CEREUS = (

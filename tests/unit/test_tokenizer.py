@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from transformers import EsmTokenizer
 
-from bioscan_assets.core.tokenizer import NTTokenizer
+from bioscan_assets.core.model.tokenizer import NTTokenizer
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 
 from bioscan_assets.core import layout
-from bioscan_assets.core import vector_index as vi
+from bioscan_assets.core.index import vector_index as vi
 from bioscan_assets.core.storage import Store
 from tests.index_helpers import (
     GENERA,

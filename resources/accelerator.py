@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from bioscan_assets.settings import bioscan_home
+
+if TYPE_CHECKING:
+    from bioscan_assets.core.embedding.compute import EmbeddingExecutor
+
+
+@functools.lru_cache(maxsize=2)
+def _executor(
+    model: str, dtype: str | None, token_budget: int, cache_dir: str
+) -> EmbeddingExecutor:
+    # jax is imported here, not at definitions load: the webserver and sensors never need it
+    from bioscan_assets.core.embedding.accelerator import Accelerator
+    from bioscan_assets.core.embedding.compute import EmbeddingExecutor
+    from bioscan_assets.core.model.presets import load_model
+
+    return EmbeddingExecutor(
+        load_model(model), Accelerator.discover(dtype, cache_dir), token_budget=token_budget
+    )
+
+
+class AcceleratorResource(ConfigurableResource):
+    """The model (BIOSCAN_MODEL) on every local device: one per process, reused by partitions."""
+
+    model: str = Field(default="demo", description="Preset name or checkpoint dir / gs:// URL.")
+    dtype: str | None = Field(default=None, description="Override: float32 or bfloat16.")
+    token_budget: int = Field(default=8192, description="Padded tokens per device batch.")
+    chunk_rows: int = Field(default=512, description="Rows committed per resumable chunk.")
+    chunk_seconds: float = Field(default=120.0, description="Commit a chunk at least this often.")
+    compilation_cache: str = Field(default="", description="Default $BIOSCAN_HOME/jax_cache.")
+
+    def executor(self) -> EmbeddingExecutor:
+        cache = self.compilation_cache or f"{bioscan_home()}/jax_cache"
+        return _executor(self.model, self.dtype, self.token_budget, cache)
