@@ -9,3 +9,17 @@ sample_pipeline = define_asset_job(
     description="One lab drop from raw files to its rows in the tenant's vector index.",
     tags={"bioscan/accelerator": "tpu"},
 )
+
+# The per-sample answer: calls and profile, after the evaluation has ranked the classifiers.
+sample_taxonomy = define_asset_job(
+    name="sample_taxonomy",
+    selection=AssetSelection.assets("taxonomy_calls", "taxonomic_profile"),
+    description="Taxonomy calls and the taxonomic profile of one sample partition.",
+)
+
+# A tenant's view across its samples; partitioned by `tenants`.
+cohort_reports = define_asset_job(
+    name="cohort_reports",
+    selection=AssetSelection.assets("novelty_clusters", "cohort_report"),
+    description="Novelty clusters and the cohort report of one tenant partition.",
+)

@@ -1,11 +1,14 @@
-"""Environment defaults of the embedded deployment (DESIGN.md, "Environment")."""
+"""Environment defaults of the embedded deployment (DESIGN.md, "Environment").
+
+Plain Python on purpose: the `bioscan` command line reads these and must not import Dagster
+(`bioscan --help` would pay for it). `bioscan_resources.env.env_or` turns them into resource
+config.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from dagster import EnvVar
 
 
 def bioscan_home() -> str:
@@ -18,8 +21,3 @@ def default_landing() -> str:
 
 def default_storage() -> str:
     return os.environ.get("BIOSCAN_STORAGE") or f"{bioscan_home()}/storage"
-
-
-def env_or(name: str, default: str) -> EnvVar | str:
-    """`EnvVar(name)` when the variable is set (resolved at run time), else the default."""
-    return EnvVar(name) if os.environ.get(name) else default

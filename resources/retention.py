@@ -3,8 +3,8 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from bioscan_assets.core.governance.costs import Prices
-from bioscan_assets.core.governance.retention import Policies, load_policies
+from bioscan_assets.core.governance.policy import Policies, load_policies
+from bioscan_assets.core.governance.prices import Prices
 from bioscan_assets.core.storage import Store
 from bioscan_assets.settings import bioscan_home
 

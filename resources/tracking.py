@@ -4,22 +4,26 @@ Offline is the default (WANDB_MODE unset or "offline"): runs go to `$BIOSCAN_HOM
 can be pushed later with `wandb sync`. Online needs WANDB_MODE=online AND an API key
 (WANDB_API_KEY); online without a key falls back to offline with a warning rather than
 prompting or failing a training run. WANDB_MODE=disabled turns tracking off.
+
+A pod's $BIOSCAN_HOME dies with the pod, so an asset passes its output store as `archive`: an
+offline run folder is then copied to `<storage>/wandb/<run folder>/` when the run ends (failed
+runs too), and `TrackingRun.metadata()` says where it is, or gives the online run's URL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, MetadataValue
 from pydantic import Field
 
+from bioscan_assets.core.layout import wandb_run_archive
+from bioscan_assets.core.storage import Store
 from bioscan_assets.settings import bioscan_home
 
 log = logging.getLogger(__name__)
@@ -43,11 +47,14 @@ class TrackingRun:
     def __init__(self, run: Any | None, mode: str):
         self._run = run
         self.mode = mode
+        # the run's folder, `.../offline-run-<time>-<id>` when offline
+        self._dir = str(Path(run.dir).absolute().parent) if run is not None else None
+        self.archived: str | None = None  # the folder's copy in storage (a URL), once made
 
     @property
     def dir(self) -> str | None:
         """The run's folder (`.../offline-run-<time>-<id>` when offline)."""
-        return str(Path(self._run.dir).parent) if self._run is not None else None
+        return self._dir
 
     @property
     def id(self) -> str | None:
@@ -79,6 +86,42 @@ class TrackingRun:
             artifact.add_file(str(path))
         self._run.log_artifact(artifact)
 
+    def archive(self, store: Store) -> str | None:
+        """Copy a finished offline run's folder to storage; its URL, or None when online."""
+        if self._dir is None or self.mode != "offline":
+            return None
+        import wandb
+
+        # run.finish() returns before W&B's service has closed the run's transaction log, so
+        # a copy made then can miss its last records; teardown waits for every stream to close
+        # (the next run starts a fresh service).
+        wandb.teardown()
+        folder = Path(self._dir)
+        rel = wandb_run_archive(folder.name)
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                store.put_file(path, f"{rel}/{path.relative_to(folder).as_posix()}")
+        self.archived = store.url(rel)
+        return self.archived
+
+    def metadata(self) -> dict[str, Any]:
+        """Materialisation metadata: the online run's page, or the offline run's stored copy
+        and the command that uploads it."""
+        if self._run is None:
+            return {}
+        if self.mode == "online":
+            return {"wandb_url": MetadataValue.url(self.url)} if self.url else {}
+        if self.archived is None:
+            return {}
+        name = Path(self._dir or "").name
+        fetch = "" if "://" not in self.archived else f"gcloud storage cp -r {self.archived} . && "
+        return {
+            "wandb_offline_run": MetadataValue.path(self.archived),
+            "wandb_sync": MetadataValue.text(
+                f"{fetch}wandb sync {name if fetch else self.archived}"
+            ),
+        }
+
 
 class WandbResource(ConfigurableResource):
     """W&B runs for tuning and evaluation; offline under $BIOSCAN_HOME/wandb by default."""
@@ -101,7 +144,9 @@ class WandbResource(ConfigurableResource):
         job_type: str,
         config: dict[str, Any],
         tags: list[str] | None = None,
+        archive: Store | None = None,
     ) -> Iterator[TrackingRun]:
+        """A run for the `with` block; offline runs are copied to `archive` when it ends."""
         mode, warning = resolve_mode(
             self.mode or os.environ.get("WANDB_MODE"), os.environ.get("WANDB_API_KEY")
         )
@@ -131,86 +176,12 @@ class WandbResource(ConfigurableResource):
             yield tracking
         except BaseException:
             run.finish(exit_code=1)
+            if archive is not None:
+                try:
+                    tracking.archive(archive)
+                except Exception as error:  # keep the run's own error, not the copy's
+                    log.warning(f"could not copy W&B run {tracking.dir} to storage: {error}")
             raise
         run.finish()
-
-
-# --- reading an offline run back (tests, tooling) ----------------------------------------------
-
-_BLOCK = 32768
-_HEADER = 7  # ":W&B" + magic (2 bytes) + version (1 byte)
-
-
-def _records(path: Path) -> Iterator[bytes]:
-    """Records of a `.wandb` file: a LevelDB-style log of 32 KiB blocks with chunked records."""
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path}: not a W&B transaction log")
-    pos, pending = _HEADER, b""
-    while pos + 7 <= len(data):
-        room = _BLOCK - pos % _BLOCK
-        if room < 7:
-            pos += room
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        body = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 0 and length == 0:
-            pos += _BLOCK - pos % _BLOCK if pos % _BLOCK else 0
-            continue
-        if kind == 1:
-            yield body
-        elif kind == 2:
-            pending = body
-        elif kind == 3:
-            pending += body
-        elif kind == 4:
-            yield pending + body
-            pending = b""
-
-
-def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
-    """History rows, summary, config and artifacts recorded in an offline run folder."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    run_dir = Path(run_dir)
-    files = sorted(run_dir.glob("run-*.wandb"))
-    if not files:
-        raise FileNotFoundError(f"{run_dir}: no run-*.wandb file")
-    out: dict[str, Any] = {"history": [], "summary": {}, "config": {}, "artifacts": [], "run": {}}
-    for raw in _records(files[0]):
-        record = pb.Record()
-        record.ParseFromString(raw)
-        kind = record.WhichOneof("record_type")
-        if kind == "history":
-            out["history"].append(
-                {
-                    (item.key or "/".join(item.nested_key)): json.loads(item.value_json)
-                    for item in record.history.item
-                }
-            )
-        elif kind == "summary":
-            for item in record.summary.update:
-                out["summary"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in record.config.update:
-                out["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-        elif kind == "artifact":
-            out["artifacts"].append(
-                {
-                    "name": record.artifact.name,
-                    "type": record.artifact.type,
-                    "files": [entry.path for entry in record.artifact.manifest.contents],
-                    "metadata": json.loads(record.artifact.metadata or "{}"),
-                }
-            )
-        elif kind == "run":
-            for item in record.run.config.update:
-                out["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-            out["run"] = {
-                "id": record.run.run_id,
-                "name": record.run.display_name,
-                "job_type": record.run.job_type,
-                "project": record.run.project,
-            }
-    return out
+        if archive is not None:
+            tracking.archive(archive)

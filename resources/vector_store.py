@@ -3,7 +3,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from bioscan_assets.core.index.vector_index import AnnParams
+from bioscan_assets.core.index.ann import AnnParams
 
 _DEFAULT = AnnParams()
 

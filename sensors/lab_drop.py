@@ -18,7 +18,7 @@ from dagster import (
 )
 
 from bioscan_assets.core.ingest import scan as drop_scan
-from bioscan_assets.partitions import samples_partitions
+from bioscan_assets.partitions import samples_partitions, tenants_partitions
 
 SENSOR_NAME = "lab_drop_sensor"
 JOB_NAME = "sample_pipeline"
@@ -119,7 +119,16 @@ def build_lab_drop_sensor(
         return SensorResult(
             run_requests=run_requests,
             dynamic_partitions_requests=(
-                [samples_partitions.build_add_request(new_partitions)] if new_partitions else []
+                [
+                    samples_partitions.build_add_request(new_partitions),
+                    # a tenant's per-tenant views (cohort_report) get their partition with its
+                    # first sample; adding a known tenant again changes nothing
+                    tenants_partitions.build_add_request(
+                        sorted({key.split("/", 1)[0] for key in new_partitions})
+                    ),
+                ]
+                if new_partitions
+                else []
             ),
             cursor=drop_scan.make_cursor(digest, result),
         )

@@ -12,10 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bioscan_assets.core import layout
-from bioscan_assets.core.ingest.shards import iter_shard_batches
+from bioscan_assets.core.ingest.shard_reader import iter_shard_batches
 from bioscan_assets.core.schema import embedding_schema
 from bioscan_assets.core.storage import Store
-from tests.pipeline_helpers import ingest, write_fasta_drop
+from tests.helpers import write_drop
+from tests.pipeline_helpers import ingest
 
 GENERA = {
     "Bacillus": "k__Bacteria; p__Firmicutes; c__Bacilli; o__Bacillales; f__Bacillaceae; g__Bacillus; s__",
@@ -23,10 +24,6 @@ GENERA = {
     "Escherichia": "k__Bacteria; p__Proteobacteria; c__Gammaproteobacteria; o__Enterobacterales; f__Enterobacteriaceae; g__Escherichia; s__coli",
     "Vibrio": "k__Bacteria; p__Proteobacteria; c__Gammaproteobacteria; o__Vibrionales; f__Vibrionaceae; g__Vibrio; s__",
 }
-
-
-def random_dna(rng: np.random.Generator, n: int, length: int = 80) -> list[str]:
-    return ["".join(rng.choice(list("ACGT"), length)) for _ in range(n)]
 
 
 def clustered_vectors(
@@ -58,7 +55,7 @@ def make_shards(
     if folder.exists():  # a re-drop (e.g. after QC): replace the files
         for path in folder.iterdir():
             path.unlink()
-    write_fasta_drop(landing, tenant, sample_id, sequences, taxonomy)
+    write_drop(landing, tenant, sample_id, sequences=sequences, taxonomy=taxonomy)
     return ingest(Store(str(landing)), storage, tenant, sample_id)
 
 

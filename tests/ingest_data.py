@@ -6,15 +6,14 @@ Reads are random: tests never read /work/shared or any bundled data.
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
-import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import pysam
+
+from tests.helpers import random_dna
 
 
 @dataclass(frozen=True)
@@ -34,14 +33,19 @@ def random_reads(
     alphabet: str = "ACGT",
     quality: bool = True,
 ) -> list[Read]:
-    rng = random.Random(seed)
+    rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        size = rng.randint(*length)
-        seq = "".join(rng.choice(alphabet) for _ in range(size))
-        qual = "".join(chr(33 + rng.randint(2, 40)) for _ in range(size)) if quality else None
+        size = int(rng.integers(length[0], length[1] + 1))
+        seq = random_dna(rng, size, alphabet=alphabet)
+        qual = _phred(rng, size, 2, 40) if quality else None
         out.append(Read(f"{prefix}{i}", seq, qual))
     return out
+
+
+def _phred(rng: np.random.Generator, size: int, low: int, high: int) -> str:
+    """`size` FASTQ quality characters, each a Phred score in [low, high]."""
+    return (33 + rng.integers(low, high + 1, size, dtype=np.uint8)).tobytes().decode()
 
 
 def fasta_text(reads: Iterable[Read], *, wrap: int = 60) -> bytes:
@@ -76,8 +80,7 @@ def write_bytes(path: Path, data: bytes, *, compression: str | None = None) -> P
 
 
 def write_reference(path: Path, length: int = 5000, *, seed: int = 7) -> str:
-    rng = random.Random(seed)
-    seq = "".join(rng.choice("ACGT") for _ in range(length))
+    seq = random_dna(np.random.default_rng(seed), length)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(">chr1\n" + "\n".join(seq[i : i + 60] for i in range(0, length, 60)) + "\n")
     pysam.faidx(str(path))
@@ -107,7 +110,7 @@ def write_unaligned_bam(path: Path, reads: Sequence[Read]) -> Path:
 def write_aligned_cram(path: Path, reference: Path, ref_seq: str, n: int, *, seed: int = 3):
     """A reference-compressed CRAM of `n` 100 bp reads taken from `ref_seq`; returns them
     as reads in their original orientation."""
-    rng = random.Random(seed)
+    rng = np.random.default_rng(seed)
     header = {
         "HD": {"VN": "1.6", "SO": "unsorted"},
         "SQ": [{"SN": "chr1", "LN": len(ref_seq)}],
@@ -118,9 +121,9 @@ def write_aligned_cram(path: Path, reference: Path, ref_seq: str, n: int, *, see
         str(path), "wc", header=header, reference_filename=str(reference)
     ) as out:
         for i in range(n):
-            pos = rng.randrange(0, len(ref_seq) - 100)
+            pos = int(rng.integers(0, len(ref_seq) - 100))
             stored = ref_seq[pos : pos + 100]
-            qual = "".join(chr(33 + rng.randint(10, 40)) for _ in range(100))
+            qual = _phred(rng, 100, 10, 40)
             seg = pysam.AlignedSegment(out.header)
             seg.query_name = f"c{i}"
             seg.query_sequence = stored
@@ -138,48 +141,3 @@ def write_aligned_cram(path: Path, reference: Path, ref_seq: str, n: int, *, see
             else:
                 reads.append(Read(f"c{i}", stored, qual, 0))
     return reads
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_sample_json(
-    folder: Path,
-    files: Sequence[str | dict[str, Any]],
-    *,
-    taxonomy: str | None = None,
-    **extra: Any,
-) -> bytes:
-    """sample.json for the files already in `folder` (written last, as labs do)."""
-    tenant, sample_id = folder.parent.name, folder.name
-    entries = []
-    for item in files:
-        if isinstance(item, str):
-            entries.append({"path": item, "sha256": sha256_file(folder / item)})
-        else:
-            entry = dict(item)
-            entry.setdefault("sha256", sha256_file(folder / entry["path"]))
-            ref = entry.get("reference")
-            if isinstance(ref, str):
-                entry["reference"] = {"path": ref, "sha256": sha256_file(folder / ref)}
-            entries.append(entry)
-    doc: dict[str, Any] = {
-        "sample_id": sample_id,
-        "tenant": tenant,
-        "collected_at": "2026-11-01T10:00:00Z",
-        "latitude": 10.5,
-        "longitude": -45.2,
-        "depth_m": 500.0,
-        "files": entries,
-    }
-    if taxonomy:
-        doc["taxonomy"] = taxonomy
-    doc.update(extra)
-    raw = json.dumps(doc, indent=2).encode()
-    (folder / "sample.json").write_bytes(raw)
-    return raw
-
-
-def taxonomy_text(rows: Iterable[tuple[str, str]]) -> bytes:
-    return ("Feature ID\tTaxon\n" + "".join(f"{a}\t{b}\n" for a, b in rows)).encode()

@@ -2,44 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from bioscan_assets.core.ingest.raw import copy_drop
-from bioscan_assets.core.ingest.shards import ShardConfig, write_shards
+from bioscan_assets.core.ingest.shard_config import ShardConfig
+from bioscan_assets.core.ingest.shard_writer import write_shards
 from bioscan_assets.core.ingest.validation import validate_drop
 from bioscan_assets.core.storage import Store
 from bioscan_assets.demo import DEMO_LANDING, stage_drops
-
-
-def write_fasta_drop(
-    landing: Path,
-    tenant: str,
-    sample_id: str,
-    sequences: dict[str, str],
-    taxonomy: dict | None = None,
-) -> None:
-    folder = landing / tenant / sample_id
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "seqs.fasta").write_text("".join(f">{k}\n{v}\n" for k, v in sequences.items()))
-    doc = {
-        "sample_id": sample_id,
-        "tenant": tenant,
-        "collected_at": "2026-11-01T00:00:00Z",
-        "files": [
-            {
-                "path": "seqs.fasta",
-                "sha256": hashlib.sha256((folder / "seqs.fasta").read_bytes()).hexdigest(),
-            }
-        ],
-    }
-    if taxonomy:
-        (folder / "taxonomy.tsv").write_text(
-            "Feature ID\tTaxon\n" + "".join(f"{k}\t{v}\n" for k, v in taxonomy.items())
-        )
-        doc["taxonomy"] = "taxonomy.tsv"
-    (folder / "sample.json").write_text(json.dumps(doc))
 
 
 def ingest(

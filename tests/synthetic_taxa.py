@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
+from tests.helpers import random_dna
+
+
+def _bases(rng: np.random.Generator, n: int) -> np.ndarray:
+    return np.frombuffer(random_dna(rng, n).encode(), dtype=np.uint8)
 
 
 def _mutate(rng: np.random.Generator, seq: np.ndarray, rate: float) -> np.ndarray:
     out = seq.copy()
     hit = rng.random(out.size) < rate
-    out[hit] = BASES[rng.integers(0, 4, hit.sum())]
+    out[hit] = _bases(rng, int(hit.sum()))
     return out
 
 
@@ -32,7 +36,7 @@ def make_reference(
     rng = np.random.default_rng(seed)
     ids, seqs, lineages = [], [], []
     for p in range(phyla):
-        root = BASES[rng.integers(0, 4, length)]
+        root = _bases(rng, length)
         for g in range(genera_per_phylum):
             template = _mutate(rng, root, genus_divergence)
             genus = f"Genus{p}x{g}"

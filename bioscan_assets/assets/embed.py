@@ -1,4 +1,5 @@
-"""`sequence_embeddings`: one 2560-dim (model hidden size) vector per shard row."""
+"""`sequence_embeddings`: one 2560-dim (model hidden size) vector per shard row, each distinct
+sequence computed once per tenant and model weights (`core.embedding.hash_store`)."""
 
 import os
 import time
@@ -20,17 +21,18 @@ from dagster import (
 from bioscan_assets.assets.keys import EMBEDDINGS_KEY, OWNERS, SHARDS_KEY
 from bioscan_assets.assets.provenance import (
     embedding_data_version,
-    lineage_inputs,
     model_code_version,
     record_provenance,
 )
+from bioscan_assets.assets.retry import STORAGE_RETRY
 from bioscan_assets.core.embedding.compute import (
     EmbedStats,
     embed_partition,
     iter_embedding_batches,
     read_embedding_manifest,
 )
-from bioscan_assets.core.ingest.shards import read_shard_manifest
+from bioscan_assets.core.governance.lineage import lineage_inputs
+from bioscan_assets.core.ingest.shard_reader import read_shard_manifest
 from bioscan_assets.core.layout import split_partition_key
 from bioscan_assets.k8s import accelerator_step_tags
 from bioscan_assets.partitions import samples_partitions
@@ -46,10 +48,12 @@ from bioscan_assets.partitions import samples_partitions
     code_version=model_code_version("1", os.environ.get("BIOSCAN_MODEL", "demo")),
     op_tags=accelerator_step_tags(),
     pool="tpu",
+    retry_policy=STORAGE_RETRY,
     # a backfill embeds up to 20 samples per run: the model loads and compiles once per run
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=20),
-    description="Nucleotide Transformer embeddings (mean of the last layer) of every shard row, "
-    "written in resumable chunks under <storage>/embeddings/<model_id>/.",
+    description="Nucleotide Transformer embeddings (mean of the last layer), one vector per shard "
+    "row under <storage>/embeddings/<model_id>/; each distinct sequence is computed once per "
+    "tenant and model weights and kept in the hash store under <storage>/vectors/.",
 )
 def sequence_embeddings(
     context: AssetExecutionContext, storage: StorageResource, accelerator: AcceleratorResource
@@ -60,9 +64,10 @@ def sequence_embeddings(
     model = executor.model
     load_s = time.perf_counter() - started
     compiled_before = executor.compilations
-    rows_by_partition = {}
+    counts: dict[str, dict] = {}
     total = EmbedStats()
     provenance: dict = {}
+    result: dict = {}
     for key in context.partition_keys:
         tenant, sample_id = split_partition_key(key)
         partition_started = time.time()
@@ -76,13 +81,13 @@ def sequence_embeddings(
             chunk_seconds=accelerator.chunk_seconds,
             log=context.log.info,
         )
-        rows_by_partition[key] = (result["rows"], result["computed_rows"], result["resumed_rows"])
+        counts[key] = {k: result[k] for k in ("rows", "distinct", "computed", "reused", "wall_s")}
         provenance = record_provenance(
             context,
             store,
             partition_key=key,
             inputs=lineage_inputs(store, tenant, sample_id),
-            rows={"rows": result["rows"], "computed_rows": result["computed_rows"]},
+            rows={k: result[k] for k in ("rows", "distinct", "computed", "reused")},
             model=model.provenance(),
             device=executor.accelerator.describe(),
             started_at=partition_started,
@@ -95,22 +100,24 @@ def sequence_embeddings(
         total.shapes |= stats.shapes
     wall = time.perf_counter() - started
     stats_md = total.as_metadata(wall)
-    table = "\n".join(
-        f"| {key} | {rows} | {computed} | {resumed} |"
-        for key, (rows, computed, resumed) in rows_by_partition.items()
-    )
     if not model.pretrained:
         context.log.warning(
             f"model {model.model_id} is NOT pretrained (random weights): vectors are for testing"
         )
-    single = len(rows_by_partition) == 1
+    single = len(counts) == 1
+    sums = {k: sum(c[k] for c in counts.values()) for k in ("rows", "distinct", "computed")}
+    embed_s = sum(c["wall_s"] for c in counts.values())
     return MaterializeResult(
         # one data version per run: only meaningful when the run covers one partition
         data_version=embedding_data_version(result) if single else None,
         metadata={
             **(provenance if single else {}),
-            "rows": sum(r for r, _, _ in rows_by_partition.values()),
-            "computed_rows": stats_md["sequences"],
+            "rows": sums["rows"],
+            "distinct_sequences": sums["distinct"],
+            "computed_now": sums["computed"],
+            "reused_from_store": sums["distinct"] - sums["computed"],
+            "computed_vectors_per_s": round(sums["computed"] / embed_s, 2) if embed_s else 0.0,
+            "effective_rows_per_s": round(sums["rows"] / embed_s, 2) if embed_s else 0.0,
             "model_id": model.model_id,
             "weights_hash": model.weights_hash,
             "pretrained": model.pretrained,
@@ -128,11 +135,25 @@ def sequence_embeddings(
             "compute_s": stats_md["compute_s"],
             "write_s": stats_md["write_s"],
             "wall_s": stats_md["wall_s"],
-            "partitions": MetadataValue.md(
-                "| partition | rows | computed now | resumed |\n|---|---|---|---|\n" + table
-            ),
+            "partitions": MetadataValue.md(_partition_table(counts)),
         },
     )
+
+
+def _partition_table(counts: dict[str, dict]) -> str:
+    """Per partition: rows, distinct sequences, computed now, reused, and both rates."""
+    lines = [
+        "| partition | rows | distinct | computed now | reused from store | computed vectors/s "
+        "| effective rows/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, c in counts.items():
+        wall = max(c["wall_s"], 1e-9)
+        lines.append(
+            f"| {key} | {c['rows']} | {c['distinct']} | {c['computed']} | {c['reused']} | "
+            f"{c['computed'] / wall:.1f} | {c['rows'] / wall:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 @asset_check(

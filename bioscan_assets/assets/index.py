@@ -1,11 +1,14 @@
 """`vector_index`: the partition's rows in the tenant's LanceDB table for the embedding model."""
 
+from collections.abc import Iterator
+
 from bioscan_resources.storage import StorageResource
 from bioscan_resources.vector_store import VectorStoreResource
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetRecordsFilter,
@@ -13,14 +16,20 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     asset,
-    asset_check,
+    multi_asset_check,
 )
 from pydantic import Field
 
 from bioscan_assets.assets.keys import EMBEDDINGS_KEY, INDEX_KEY, OWNERS, SHARDS_KEY
-from bioscan_assets.assets.provenance import lineage_inputs, record_provenance
-from bioscan_assets.core.index import vector_index as vi
+from bioscan_assets.assets.provenance import record_provenance
+from bioscan_assets.assets.retry import STORAGE_RETRY
+from bioscan_assets.core.embedding.reader import embedding_dim, read_embedding_manifest
+from bioscan_assets.core.governance.lineage import lineage_inputs
+from bioscan_assets.core.index.partition_rows import choose_model_id, partition_summary
+from bioscan_assets.core.index.tables import SCHEMA_VERSION, database_uri
+from bioscan_assets.core.index.upsert import upsert_partition
 from bioscan_assets.core.layout import split_partition_key
+from bioscan_assets.core.storage import Store
 from bioscan_assets.partitions import samples_partitions
 
 
@@ -48,7 +57,7 @@ def _model_id(context, store, tenant: str, sample_id: str, configured: str = "")
     if configured:
         return configured
     upstream = _latest_metadata(context, EMBEDDINGS_KEY, context.partition_key, "model_id")
-    return vi.choose_model_id(store, tenant, sample_id, upstream)
+    return choose_model_id(store, tenant, sample_id, upstream)
 
 
 @asset(
@@ -58,7 +67,8 @@ def _model_id(context, store, tenant: str, sample_id: str, configured: str = "")
     deps=[EMBEDDINGS_KEY, SHARDS_KEY],
     kinds={"lancedb"},
     owners=OWNERS,
-    code_version=f"index-{vi.SCHEMA_VERSION}",
+    code_version=f"index-{SCHEMA_VERSION}",
+    retry_policy=STORAGE_RETRY,
     # One writer per LanceDB table: concurrent merge_inserts can duplicate rows (lancedb#3377).
     # The file lock covers one machine; set the pool's limit to 1 for everything else:
     # `dagster instance concurrency set lancedb 1` (or concurrency.pools in dagster.yaml).
@@ -77,8 +87,8 @@ def vector_index(
     tenant, sample_id = split_partition_key(context.partition_key)
     store = storage.output_store()
     model_id = _model_id(context, store, tenant, sample_id, config.model_id)
-    manifest = vi.read_embedding_manifest(store, model_id, tenant, sample_id)
-    result = vi.upsert_partition(
+    manifest = read_embedding_manifest(store, model_id, tenant, sample_id)
+    result = upsert_partition(
         store,
         tenant,
         sample_id,
@@ -104,7 +114,7 @@ def vector_index(
             "updated": result.updated,
             "deleted": result.deleted,
             "table": result.table,
-            "table_uri": MetadataValue.path(vi.database_uri(store, tenant) + "/" + result.table),
+            "table_uri": MetadataValue.path(database_uri(store, tenant) + "/" + result.table),
             "table_rows": result.table_rows,
             "table_version": result.version,
             "model_id": model_id,
@@ -122,7 +132,7 @@ def vector_index(
 
 def _check_model(context, store, tenant: str, sample_id: str) -> str:
     found = _latest_metadata(context, INDEX_KEY, context.partition_key, "model_id")
-    return found or vi.choose_model_id(
+    return found or choose_model_id(
         store,
         tenant,
         sample_id,
@@ -131,15 +141,18 @@ def _check_model(context, store, tenant: str, sample_id: str) -> str:
 
 
 def evaluate_checks(
-    store, tenant: str, sample_id: str, model_id: str
+    store: Store, tenant: str, sample_id: str, model_id: str
 ) -> dict[str, AssetCheckResult]:
-    """The three checks' results for one partition (plain function: testable without a run)."""
-    manifest = vi.read_embedding_manifest(store, model_id, tenant, sample_id)
-    summary = vi.partition_summary(store, tenant, model_id, sample_id)
-    expected_dim = vi.embedding_dim(store, model_id, tenant, sample_id, manifest)
+    """The three checks' results for one partition from one summary of the table (a plain
+    function: testable without a run)."""
+    manifest = read_embedding_manifest(store, model_id, tenant, sample_id)
+    summary = partition_summary(store, tenant, model_id, sample_id)
+    expected_dim = embedding_dim(store, model_id, tenant, sample_id, manifest)
     severity = AssetCheckSeverity.ERROR
     return {
         "index_rows_match_embeddings": AssetCheckResult(
+            check_name="index_rows_match_embeddings",
+            asset_key=INDEX_KEY,
             passed=summary["rows"] == int(manifest["rows"]),
             severity=severity,
             metadata={
@@ -149,11 +162,15 @@ def evaluate_checks(
             },
         ),
         "index_unique_keys": AssetCheckResult(
+            check_name="index_unique_keys",
+            asset_key=INDEX_KEY,
             passed=summary["duplicate_keys"] == 0,
             severity=severity,
             metadata={"model_id": model_id, "duplicate_keys": summary["duplicate_keys"]},
         ),
         "index_vector_dimension": AssetCheckResult(
+            check_name="index_vector_dimension",
+            asset_key=INDEX_KEY,
             passed=summary["dim"] == expected_dim,
             severity=severity,
             metadata={
@@ -165,48 +182,37 @@ def evaluate_checks(
     }
 
 
-def _evaluate(context: AssetCheckExecutionContext, storage: StorageResource, name: str):
+_CHECKS = {
+    "index_rows_match_embeddings": "The table holds exactly as many rows of this sample as it "
+    "has embedding rows.",
+    "index_unique_keys": "No key (sample_id/sequence_id) occurs twice in the table.",
+    "index_vector_dimension": "The table's vector dimension equals the model's (its embeddings' "
+    "dimension).",
+}
+
+
+@multi_asset_check(
+    specs=[
+        AssetCheckSpec(
+            name,
+            asset=INDEX_KEY,
+            partitions_def=samples_partitions,
+            blocking=True,
+            description=description,
+        )
+        for name, description in _CHECKS.items()
+    ],
+    description="The partition's rows in the index against its embeddings, from one summary "
+    "of the table.",
+)
+def vector_index_checks(
+    context: AssetCheckExecutionContext, storage: StorageResource
+) -> Iterator[AssetCheckResult]:
     tenant, sample_id = split_partition_key(context.partition_key)
     store = storage.output_store()
     model_id = _check_model(context, store, tenant, sample_id)
-    return evaluate_checks(store, tenant, sample_id, model_id)[name]
-
-
-@asset_check(
-    asset=INDEX_KEY,
-    partitions_def=samples_partitions,
-    blocking=True,
-    description="The table holds exactly as many rows of this sample as it has embedding rows.",
-)
-def index_rows_match_embeddings(
-    context: AssetCheckExecutionContext, storage: StorageResource
-) -> AssetCheckResult:
-    return _evaluate(context, storage, "index_rows_match_embeddings")
-
-
-@asset_check(
-    asset=INDEX_KEY,
-    partitions_def=samples_partitions,
-    blocking=True,
-    description="No key (sample_id/sequence_id) occurs twice in the table.",
-)
-def index_unique_keys(
-    context: AssetCheckExecutionContext, storage: StorageResource
-) -> AssetCheckResult:
-    return _evaluate(context, storage, "index_unique_keys")
-
-
-@asset_check(
-    asset=INDEX_KEY,
-    partitions_def=samples_partitions,
-    blocking=True,
-    description="The table's vector dimension equals the model's (its embeddings' dimension).",
-)
-def index_vector_dimension(
-    context: AssetCheckExecutionContext, storage: StorageResource
-) -> AssetCheckResult:
-    return _evaluate(context, storage, "index_vector_dimension")
+    yield from evaluate_checks(store, tenant, sample_id, model_id).values()
 
 
 index_assets = [vector_index]
-index_checks = [index_rows_match_embeddings, index_unique_keys, index_vector_dimension]
+index_checks = [vector_index_checks]

@@ -1,15 +1,16 @@
 """Ingest assets: a lab drop to immutable raw copies, then to Parquet shards.
 
-Thin wrappers: the work (and its tests) lives in `core.raw` and `core.shards`. Errors in a
-drop surface as `dagster.Failure` whose description names the file and line or field.
+Thin wrappers: the work (and its tests) lives in `core.ingest` (`raw`, `shard_writer`,
+`shard_checks`). Errors in a drop surface as `dagster.Failure` whose description names the
+file and line or field.
 """
 
+import dataclasses
 import hashlib
 import json
 import time
 from typing import Any
 
-import pyarrow.parquet as pq
 from bioscan_resources.storage import StorageResource
 from dagster import (
     AssetCheckExecutionContext,
@@ -29,59 +30,64 @@ from pydantic import Field
 
 from bioscan_assets.assets.keys import OWNERS, RAW_KEY, SHARDS_KEY
 from bioscan_assets.assets.provenance import record_provenance, shard_data_version
+from bioscan_assets.assets.retry import STORAGE_RETRY
 from bioscan_assets.core.errors import DropError
 from bioscan_assets.core.ingest import validation as drop_validation
 from bioscan_assets.core.ingest.raw import RAW_FORMAT_VERSION, copy_drop, read_raw_manifest
-from bioscan_assets.core.ingest.shards import (
-    SHARD_FORMAT_VERSION,
-    HashSet64,
-    ShardConfig,
-    hash_ids,
-    iter_shard_batches,
-    read_shard_manifest,
-    write_shards,
+from bioscan_assets.core.ingest.shard_checks import (
+    duplicate_sequence_ids,
+    parts_off_schema,
+    rows_in_parts,
 )
+from bioscan_assets.core.ingest.shard_config import SHARD_FORMAT_VERSION, ShardConfig
+from bioscan_assets.core.ingest.shard_reader import read_shard_manifest
+from bioscan_assets.core.ingest.shard_writer import write_shards
 from bioscan_assets.core.layout import shard_dir, split_partition_key
 from bioscan_assets.core.schema import SHARD_SCHEMA
-from bioscan_assets.core.storage import Store
 from bioscan_assets.partitions import samples_partitions
 
 _MAX_TABLE_ROWS = 50
 
 
+_CORE = ShardConfig()
+
+
 class ShardsConfig(Config):
-    """QC and layout of `sequence_shards`; every value feeds the shard version hash."""
+    """QC and layout of `sequence_shards`; every value feeds the shard version hash.
+
+    Defaults are the core `ShardConfig`'s, so the asset and direct callers shard alike.
+    """
 
     min_length: int = Field(
-        default=50,
+        default=_CORE.min_length,
         ge=0,
         description="Drop reads shorter than this (bases). 50 keeps trimmed 2x150 bp reads and "
         "every 16S amplicon, and drops adapter dimers and fragments.",
     )
     max_n_fraction: float = Field(
-        default=0.1,
+        default=_CORE.max_n_fraction,
         ge=0.0,
         le=1.0,
         description="Drop reads whose fraction of N (any non-ACGT code) exceeds this.",
     )
-    rows_per_part: int = Field(default=1_000_000, ge=1, description="Rows per Parquet part.")
+    rows_per_part: int = Field(
+        default=_CORE.rows_per_part, ge=1, description="Rows per Parquet part."
+    )
     bases_per_part: int = Field(
-        default=256_000_000, ge=1, description="Bases per Parquet part (long reads)."
+        default=_CORE.bases_per_part, ge=1, description="Bases per Parquet part (long reads)."
     )
     compression: str = Field(
-        default="zstd",
+        default=_CORE.compression,
         description="Parquet codec: zstd (default, smallest), snappy or lz4 (faster to write), gzip, brotli, none.",
     )
-    compression_level: int | None = Field(default=1, description="Codec level (zstd).")
+    compression_level: int | None = Field(
+        default=_CORE.compression_level, description="Codec level (zstd)."
+    )
 
     def to_core(self) -> ShardConfig:
-        return ShardConfig(
-            min_length=self.min_length,
-            max_n_fraction=self.max_n_fraction,
-            rows_per_part=self.rows_per_part,
-            bases_per_part=self.bases_per_part,
-            compression=self.compression,
-            compression_level=self.compression_level,
+        """The core config: these fields set, the rest (batching, lanes) at their defaults."""
+        return dataclasses.replace(
+            _CORE, **{name: getattr(self, name) for name in type(self).model_fields}
         )
 
 
@@ -113,6 +119,7 @@ def _config_hash(config: dict[str, Any]) -> str:
     kinds={"python", "storage"},
     owners=OWNERS,
     code_version=f"raw-{RAW_FORMAT_VERSION}",
+    retry_policy=STORAGE_RETRY,
     description="The drop's files, checksum-verified, in immutable content-addressed storage "
     "under raw/ (so cleaning the landing area loses nothing), with a raw manifest.",
 )
@@ -183,6 +190,7 @@ _COLUMN_SCHEMA = TableSchema(
     kinds={"python", "parquet"},
     owners=OWNERS,
     code_version=f"shards-{SHARD_FORMAT_VERSION}",
+    retry_policy=STORAGE_RETRY,
     description="Normalised, QC-filtered reads with taxonomy and sample metadata as "
     "Hive-partitioned Parquet (shards/tenant=<t>/sample=<s>/), built from raw/ only.",
 )
@@ -302,11 +310,7 @@ def shard_row_count(
     tenant, sample_id = _partition(context)
     out = storage.output_store()
     manifest = read_shard_manifest(out, tenant, sample_id)
-    folder = shard_dir(tenant, sample_id)
-    in_parts = 0
-    for entry in manifest["files"]:
-        with out.open_read(f"{folder}/{entry['path']}") as handle:
-            in_parts += pq.ParquetFile(handle).metadata.num_rows
+    in_parts = rows_in_parts(out, tenant, sample_id, manifest)
     filtered = sum(manifest["dropped"].values())
     expected = manifest["records_read"] - filtered
     passed = manifest["rows"] == expected == in_parts
@@ -320,35 +324,6 @@ def shard_row_count(
             "rows_in_parts": in_parts,
         },
     )
-
-
-def duplicate_sequence_ids(store: Store, tenant: str, sample_id: str) -> tuple[int, list[str]]:
-    """(count, a few examples) of sequence_ids appearing more than once in a sample's shards.
-
-    Two streaming passes with 8 bytes per row: 64-bit hashes find candidates, then the
-    candidates' actual strings are compared, so a hash collision is never reported.
-    """
-    seen = HashSet64()
-    candidates: set[int] = set()
-    for batch in iter_shard_batches(store, tenant, sample_id, columns=["sequence_id"]):
-        ids = batch.column(0).to_pylist()
-        hashes = hash_ids(ids)
-        order = hashes.argsort(kind="stable")
-        ordered = hashes[order]
-        again = seen.contains(ordered)
-        again[1:] |= ordered[1:] == ordered[:-1]
-        candidates.update(int(h) for h in ordered[again])
-        seen.add(ordered)
-    if not candidates:
-        return 0, []
-    counts: dict[str, int] = {}
-    for batch in iter_shard_batches(store, tenant, sample_id, columns=["sequence_id"]):
-        ids = batch.column(0).to_pylist()
-        for value, digest in zip(ids, hash_ids(ids).tolist(), strict=True):
-            if digest in candidates:
-                counts[value] = counts.get(value, 0) + 1
-    duplicated = sorted(value for value, n in counts.items() if n > 1)
-    return sum(counts[v] - 1 for v in duplicated), duplicated[:5]
 
 
 @asset_check(
@@ -379,13 +354,7 @@ def shard_schema(context: AssetCheckExecutionContext, storage: StorageResource) 
     tenant, sample_id = _partition(context)
     out = storage.output_store()
     manifest = read_shard_manifest(out, tenant, sample_id)
-    folder = shard_dir(tenant, sample_id)
-    mismatched = []
-    for entry in manifest["files"]:
-        with out.open_read(f"{folder}/{entry['path']}") as handle:
-            schema = pq.read_schema(handle)
-        if not schema.equals(SHARD_SCHEMA, check_metadata=False):
-            mismatched.append(entry["path"])
+    mismatched = parts_off_schema(out, tenant, sample_id, manifest)
     return AssetCheckResult(
         passed=not mismatched,
         severity=AssetCheckSeverity.ERROR,

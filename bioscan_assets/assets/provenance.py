@@ -1,7 +1,8 @@
 """Dagster glue for provenance: run tags -> trigger/user, manifests -> metadata, data versions.
 
 Assets call `record_provenance(...)` once at the end and merge what it returns into their
-`MaterializeResult.metadata`; the manifest itself lands beside the outputs (core.provenance).
+`MaterializeResult.metadata`; the manifest itself lands beside the outputs
+(core.governance.record). `lineage_inputs` (core.governance.lineage) gives their `inputs`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import DagsterEventType, DataVersion, MetadataValue
+from dagster import AssetKey, DagsterEventType, DataVersion, MetadataValue
 
-from bioscan_assets.core.governance import provenance, retention
-from bioscan_assets.core.governance.costs import Prices
+from bioscan_assets.core.governance import provenance
+from bioscan_assets.core.governance.prices import Prices
+from bioscan_assets.core.governance.record import record_run
 from bioscan_assets.core.storage import Store
 
 TRIGGER_TAG = "bioscan/trigger"
 USER_TAG = "bioscan/user"
-_EXPIRABLE = ("sequence_shards", "sequence_embeddings")
 # Run tags worth keeping in a manifest; the rest (UI state, grpc info) is noise.
 _KEPT_TAG_PREFIXES = ("dagster/", "bioscan/")
 _TRUTHY = {"1", "true", "yes", "on"}
@@ -112,8 +113,6 @@ def _asset_name(context: Any, asset: str | None) -> str:
 
 def _code_version(context: Any, asset: str) -> str | None:
     try:
-        from dagster import AssetKey
-
         return context.assets_def.code_versions_by_key.get(AssetKey(asset))
     except Exception:  # an op without an assets definition
         return None
@@ -173,13 +172,7 @@ def record_provenance(
         tenant=tenant,
         prices=prices,
     )
-    rel = provenance.write_run_manifest(store, manifest)
-    if asset in _EXPIRABLE and manifest["tenant"] and manifest["sample_id"]:
-        model_id = (model or {}).get("model_id") if asset == "sequence_embeddings" else None
-        if asset == "sequence_shards" or model_id:
-            retention.clear_tombstone(
-                store, asset, manifest["tenant"], manifest["sample_id"], model_id
-            )
+    rel = record_run(store, manifest)
     flat = provenance.flat_metadata(manifest)
     out: dict[str, Any] = {
         k: MetadataValue.text(v) if isinstance(v, str) else v for k, v in flat.items()
@@ -207,23 +200,6 @@ def embedding_data_version(embedding_manifest: Mapping[str, Any]) -> DataVersion
 def manifest_data_version(store: Store, rel: str) -> DataVersion:
     """Data version of any output that has a manifest: the sha256 of its bytes."""
     return DataVersion(hashlib.sha256(store.read_bytes(rel)).hexdigest()[:16])
-
-
-def lineage_inputs(
-    store: Store, tenant: str, sample_id: str, model_id: str | None = None
-) -> dict[str, str]:
-    """`inputs` for a manifest of an asset that read a sample's shards (and, with `model_id`,
-    its embeddings): `sequence_shards` -> the shard version, `sequence_embeddings/<model_id>`
-    -> sha256 of the embeddings manifest. Retention's lineage reads exactly these keys from the
-    vector index's run manifest."""
-    from bioscan_assets.core.ingest.shards import read_shard_manifest
-    from bioscan_assets.core.layout import embedding_dir
-
-    out = {"sequence_shards": read_shard_manifest(store, tenant, sample_id)["version"]}
-    if model_id:
-        rel = f"{embedding_dir(model_id, tenant, sample_id)}/{retention.MANIFEST}"
-        out[f"sequence_embeddings/{model_id}"] = hashlib.sha256(store.read_bytes(rel)).hexdigest()
-    return out
 
 
 def model_code_version(base: str, model_spec: str) -> str:

@@ -22,14 +22,12 @@ from dagster import (
 )
 from pydantic import Field
 
-from bioscan_assets.core.governance.retention import (
-    POLICY_NAMES,
-    AuditLog,
-    Deletion,
-    apply_retention,
-    format_plan,
-    plan_retention,
-)
+from bioscan_assets.assets.retry import STORAGE_RETRY
+from bioscan_assets.core.governance.apply import apply_retention
+from bioscan_assets.core.governance.audit import AuditLog
+from bioscan_assets.core.governance.deletion import Deletion, format_plan
+from bioscan_assets.core.governance.planners import plan_retention
+from bioscan_assets.core.governance.policy import POLICY_NAMES
 
 RETENTION_OP = "apply_retention"
 _MAX_TABLE_ROWS = 100
@@ -86,6 +84,7 @@ def observation_for(item: Deletion, storage_url: str, run_id: str) -> AssetObser
     name=RETENTION_OP,
     # LanceDB cleanup compacts tables: one writer per table, like vector_index
     pool="lancedb",
+    retry_policy=STORAGE_RETRY,
     description="Plan retention per config/retention.yaml; delete (or in a dry run only print) "
     "every file and table version the plan lists, auditing each under <storage>/audit/.",
 )
@@ -98,14 +97,7 @@ def apply_retention_op(
     store = storage.output_store()
     policies = retention.policies()
     if config.only:
-        unknown = sorted(set(config.only) - set(POLICY_NAMES))
-        if unknown:
-            raise ValueError(f"unknown policies {unknown}; known: {', '.join(POLICY_NAMES)}")
-        policies = type(policies)(
-            policies={k: v for k, v in policies.policies.items() if k in config.only},
-            protected=policies.protected,
-            prices=policies.prices,
-        )
+        policies = policies.only(config.only)
     home = retention.home_store()
     now = datetime.now(UTC)
     plan = plan_retention(store, policies, now, home=home)

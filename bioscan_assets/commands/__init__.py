@@ -1,0 +1,1 @@
+"""The `bioscan` command line's sub-commands; each has `--help` with examples."""

@@ -5,10 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
-from bioscan_assets.core.governance.costs import Prices, tenant_summary
-from bioscan_assets.core.governance.retention import load_policies
+from bioscan_assets.core.governance.costs import tenant_summary
+from bioscan_assets.core.governance.policy import load_policies
+from bioscan_assets.core.governance.prices import Prices
 from bioscan_assets.core.storage import Store
 from bioscan_assets.settings import default_storage
+
+EPILOG = """\
+examples:
+  bioscan costs --tenant acme-lab
+  bioscan costs --tenant acme-lab --month 2026-11
+  bioscan costs --tenant reef-survey --storage gs://acme-bioscan/storage --json | jq .total_usd
+  bioscan costs --tenant acme-lab --policy-file site-prices.yaml
+
+environment: BIOSCAN_STORAGE (default $BIOSCAN_HOME/storage) gives the default of --storage.
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sum the run manifests under <storage>/manifests/*/tenant=<T>/ (device "
         "kind, device-seconds, wall time) and the bytes under the tenant's prefixes, priced "
         "with config/retention.yaml (or --policy-file). Estimates, not a bill.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--tenant", required=True, help="tenant name, e.g. acme-lab")
     parser.add_argument(

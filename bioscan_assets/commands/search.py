@@ -22,7 +22,10 @@ The query is one of:
 
 The index is built by the vector_index asset (one per tenant and model); this command only
 reads it, and only the given tenant's. --assign adds a taxonomy call per rank: a
-similarity-weighted vote of the neighbours, abstaining below --min-confidence.
+similarity-weighted vote of the neighbours, abstaining below --min-confidence. With --assign
+the neighbours are searched only among labelled rows of reference samples the tenant may use
+(its own reference samples, those of the tenant "shared", and --shared-reference): the
+sample's own unlabelled reads never vote. The output names the classifier and the references.
 """
 
 EPILOG = """\
@@ -85,6 +88,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--assign", action="store_true", help="add a taxonomy call per rank")
     parser.add_argument(
+        "--shared-reference",
+        action="append",
+        metavar="TENANT/SAMPLE",
+        help="with --assign: also vote with this reference sample of another tenant that the "
+        "deployment shares with everyone (repeatable; as taxonomy_calls' shared_reference_keys)",
+    )
+    parser.add_argument(
         "--min-confidence",
         type=float,
         default=0.51,
@@ -94,6 +104,15 @@ def register(subparsers: Any) -> None:
         "--exact", action="store_true", help="exhaustive search instead of the ANN index (slower)"
     )
     parser.set_defaults(handler=run)
+
+
+NO_REFERENCE = "no reference available"
+
+
+def _assignment_json(assignment: Any) -> dict:
+    if assignment is NO_REFERENCE:
+        return {"status": NO_REFERENCE}
+    return assignment.as_dict()
 
 
 def _fail(message: str) -> int:
@@ -144,7 +163,7 @@ def _format_table(label: str, hits: list, assignment: Any) -> str:
     if not hits:
         lines.append("  no hits (check the filters)")
     else:
-        rows = [("#", "distance", "sample", "sequence_id", "lowest rank", "taxonomy")]
+        rows = [("#", "distance", "sample", "sequence_id", "reads", "lowest rank", "taxonomy")]
         for n, hit in enumerate(hits, start=1):
             known = [(r, hit.ranks.get(r)) for r in RANKS if hit.ranks.get(r)]
             lowest = f"{known[-1][0]}: {known[-1][1]}" if known else "-"
@@ -154,27 +173,67 @@ def _format_table(label: str, hits: list, assignment: Any) -> str:
                     f"{hit.distance:.4f}",
                     hit.sample_id,
                     hit.sequence_id,
+                    "-" if hit.reads is None else str(hit.reads),
                     lowest,
                     hit.taxonomy or "-",
                 )
             )
-        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        widths = [max(len(row[i]) for row in rows) for i in range(6)]
         for row in rows:
             lines.append(
                 "  "
-                + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5]))
+                + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:6]))
                 + "  "
-                + row[5]
+                + row[6]
             )
-    if assignment is not None:
-        lines.append("  taxonomy call (similarity-weighted vote of the hits):")
+    if assignment is NO_REFERENCE:
+        lines.append(f"  taxonomy call: {NO_REFERENCE} (no labelled reference sample to vote)")
+    elif assignment is not None:
+        lines.append("  taxonomy call (similarity-weighted vote of the reference hits):")
         for call in assignment.calls:
             label_text = call.label if call.label is not None else "(abstain)"
             lines.append(f"    {call.rank:<8} {label_text:<30} confidence {call.confidence:.2f}")
     return "\n".join(lines)
 
 
+def _references(store: Any, args: argparse.Namespace, model_id: str) -> list[str]:
+    """The indexed reference partitions the tenant may use, narrowed by --sample."""
+    from bioscan_assets.core.calls.reference_vectors import indexed_reference_keys
+
+    keys = indexed_reference_keys(store, args.tenant, model_id, args.shared_reference or [])
+    if not args.sample:
+        return keys
+    wanted = set(args.sample)
+    own = f"{args.tenant}/"
+
+    def names(key: str) -> set[str]:  # an own sample by its id, any reference by its key
+        return {key, key.removeprefix(own)} if key.startswith(own) else {key}
+
+    chosen = [key for key in keys if names(key) & wanted]
+    missing = sorted(wanted - set().union(*(names(key) for key in chosen)))
+    if missing:
+        raise ValueError(
+            f"--assign votes only with reference samples; {', '.join(missing)} is not one the "
+            f"tenant may use (references: {', '.join(keys) or 'none'})"
+        )
+    return chosen
+
+
+def _classifier(args: argparse.Namespace, model_id: str, references: dict[str, int]) -> dict:
+    return {
+        "method": "knn",
+        "description": f"similarity-weighted vote of the {args.k} nearest labelled reference "
+        f"rows (cosine distance between {model_id} embeddings, forward strand as indexed), "
+        f"abstaining below {args.min_confidence}; unlabelled reads never vote",
+        "model_id": model_id,
+        "k": args.k,
+        "threshold": args.min_confidence,
+        "references": references,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
+    from bioscan_assets.core.calls.reference_vectors import labelled_rows, search_references
     from bioscan_assets.core.classify.knn_vote import AssignConfig, assign
     from bioscan_assets.core.index import search as api
     from bioscan_assets.core.storage import Store
@@ -201,6 +260,12 @@ def run(args: argparse.Namespace) -> int:
         api.check_tenant_exists(store, args.tenant, spec)
         model_id = api.resolve_model_id(spec)
         table = api.open_index(store, args.tenant, model_id)
+        references = _references(store, args, model_id) if config else []
+        classifier = (
+            _classifier(args, model_id, {k: labelled_rows(store, k, model_id) for k in references})
+            if config
+            else None
+        )
         results = []
         if args.sequence_id is not None:
             scope = [args.query_sample] if args.query_sample else samples
@@ -214,16 +279,30 @@ def run(args: argparse.Namespace) -> int:
                 label = name if args.fasta else api.describe_sequence(seq)
                 queries.append((label, (vector, None)))
         for label, (vector, exclude) in queries:
-            hits = api.search_vector(
-                table,
-                vector,
-                k=args.k,
-                filters=filters,
-                samples=samples,
-                exact=args.exact,
-                exclude_key=exclude,
-            )
-            assignment = assign(hits, config) if config else None
+            if config is not None:  # references only: labelled rows the tenant may use
+                hits = search_references(
+                    store,
+                    args.tenant,
+                    model_id,
+                    vector,
+                    references,
+                    k=args.k,
+                    filters=filters,
+                    exclude_key=exclude,
+                    exact=args.exact,
+                )
+                assignment = assign(hits, config) if references else NO_REFERENCE
+            else:
+                hits = api.search_vector(
+                    table,
+                    vector,
+                    k=args.k,
+                    filters=filters,
+                    samples=samples,
+                    exact=args.exact,
+                    exclude_key=exclude,
+                )
+                assignment = None
             results.append((label, hits, assignment))
     except (ValueError, OSError) as error:
         return _fail(str(error))
@@ -233,11 +312,12 @@ def run(args: argparse.Namespace) -> int:
             "tenant": args.tenant,
             "model_id": model_id,
             "k": args.k,
+            **({"classifier": classifier} if classifier else {}),
             "queries": [
                 {
                     "query": label,
                     "hits": [hit.as_dict() for hit in hits],
-                    **({"assignment": assignment.as_dict()} if assignment else {}),
+                    **({"assignment": _assignment_json(assignment)} if assignment else {}),
                 }
                 for label, hits, assignment in results
             ],
@@ -245,6 +325,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(f"tenant {args.tenant}, model {model_id}, k={args.k}")
+        if classifier:
+            refs = classifier["references"]
+            named = ", ".join(f"{k} ({n} labelled rows)" for k, n in refs.items()) or "none"
+            print(f"classifier: kNN, {classifier['description']}")
+            print(f"references: {named}")
         for label, hits, assignment in results:
             print(_format_table(label, hits, assignment))
     return 0

@@ -1,8 +1,8 @@
 """`bioscan submit` / `bioscan follow`: launch work on a deployed Dagster and follow it to the end.
 
 For lab scripts and CI, which have no browser: the run (or backfill) is submitted through
-Dagster's GraphQL API (`dagster_graphql.DagsterGraphQLClient`), then polled until it finishes,
-printing each status and step change, and the exit code says how it ended.
+Dagster's GraphQL API (`graphql_client`), then polled until it finishes (`follow`), printing
+each status and step change, and the exit code says how it ended.
 """
 
 from __future__ import annotations
@@ -11,44 +11,24 @@ import argparse
 import getpass
 import os
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TextIO
-from urllib.parse import urlsplit
+from collections.abc import Callable, Sequence
+from typing import Any
 
-EXIT_SUCCEEDED = 0
-EXIT_FAILED = 1
+import yaml
+
+from bioscan_assets.commands.follow import EXIT_SUCCEEDED, Follower
+from bioscan_assets.commands.graphql_client import (
+    URL_ENV,
+    ApiError,
+    DagsterApi,
+    Endpoint,
+    UsageError,
+)
+from bioscan_assets.core.layout import split_partition_key
+
 EXIT_USAGE = 2
-EXIT_CANCELED = 3
 EXIT_UNREACHABLE = 4
-EXIT_TIMEOUT = 5
 EXIT_INTERRUPTED = 130
-
-URL_ENV = "DAGSTER_GRAPHQL_URL"
-DEFAULT_URL = "http://127.0.0.1:3000"
-
-# Dagster RunStatus -> the word a person reads
-RUN_STATUS_WORDS = {
-    "QUEUED": "queued",
-    "NOT_STARTED": "queued",
-    "STARTING": "starting",
-    "STARTED": "running",
-    "MANAGED": "running",
-    "CANCELING": "canceling",
-    "SUCCESS": "succeeded",
-    "FAILURE": "failed",
-    "CANCELED": "canceled",
-}
-TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
-STEP_STATUS_WORDS = {
-    None: "waiting",
-    "IN_PROGRESS": "running",
-    "SUCCESS": "succeeded",
-    "FAILURE": "failed",
-    "SKIPPED": "skipped",
-}
-BACKFILL_IN_PROGRESS = {"REQUESTED", "CANCELING", "FAILING"}
 
 EXIT_CODES_HELP = """\
 exit status:
@@ -62,330 +42,6 @@ exit status:
 
 The endpoint is --url, else $DAGSTER_GRAPHQL_URL, else --host/--port (default http://127.0.0.1:3000).
 """
-
-# ------------------------------------------------------------------------------------------------
-# GraphQL documents the client library has no method for (checked against the schema in tests).
-# ------------------------------------------------------------------------------------------------
-REPOSITORIES_QUERY = """
-query BioscanRepositories {
-  repositoriesOrError {
-    __typename
-    ... on RepositoryConnection {
-      nodes { name location { name } jobs { name isAssetJob } }
-    }
-    ... on PythonError { message }
-  }
-}
-"""
-
-JOB_ASSETS_QUERY = """
-query BioscanJobAssets($selector: PipelineSelector!) {
-  assetNodes(pipeline: $selector) { assetKey { path } isPartitioned }
-}
-"""
-
-RUN_PROGRESS_QUERY = """
-query BioscanRunProgress($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on Run {
-      runId
-      jobName
-      status
-      startTime
-      endTime
-      tags { key value }
-      stepStats { stepKey status startTime endTime }
-    }
-    ... on RunNotFoundError { message }
-    ... on PythonError { message }
-  }
-}
-"""
-
-RUN_FAILURES_QUERY = """
-query BioscanRunFailures($runId: ID!, $cursor: String) {
-  logsForRun(runId: $runId, afterCursor: $cursor, limit: 1000) {
-    __typename
-    ... on EventConnection {
-      cursor
-      hasMore
-      events {
-        __typename
-        ... on ExecutionStepFailureEvent { stepKey message error { message } }
-        ... on RunFailureEvent { message error { message } }
-        ... on EngineEvent { message error { message } }
-      }
-    }
-    ... on RunNotFoundError { message }
-    ... on PythonError { message }
-  }
-}
-"""
-
-LAUNCH_BACKFILL_MUTATION = """
-mutation BioscanLaunchBackfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId launchedRunIds }
-    ... on PartitionKeysNotFoundError { message partitionKeys }
-    ... on Error { message }
-  }
-}
-"""
-
-BACKFILL_PROGRESS_QUERY = """
-query BioscanBackfillProgress($backfillId: String!) {
-  partitionBackfillOrError(backfillId: $backfillId) {
-    __typename
-    ... on PartitionBackfill {
-      id
-      status
-      numPartitions
-      isAssetBackfill
-      error { message }
-      assetBackfillData {
-        assetBackfillStatuses {
-          __typename
-          ... on AssetPartitionsStatusCounts {
-            assetKey { path }
-            numPartitionsTargeted
-            numPartitionsInProgress
-            numPartitionsMaterialized
-            numPartitionsFailed
-          }
-        }
-      }
-      runs(limit: 1000) { runId status tags { key value } }
-    }
-    ... on BackfillNotFoundError { message }
-    ... on PythonError { message }
-  }
-}
-"""
-
-
-class ApiError(Exception):
-    """The endpoint could not be reached, or answered with an error (exit 4)."""
-
-
-class UsageError(Exception):
-    """Arguments that cannot work, found before anything is submitted (exit 2)."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    hostname: str
-    port: int | None
-    use_https: bool
-    path_prefix: str = ""
-
-    @property
-    def base_url(self) -> str:
-        scheme = "https" if self.use_https else "http"
-        netloc = f"{self.hostname}:{self.port}" if self.port else self.hostname
-        return f"{scheme}://{netloc}{self.path_prefix}"
-
-    @property
-    def graphql_url(self) -> str:
-        return f"{self.base_url}/graphql"
-
-    @classmethod
-    def parse(cls, url: str) -> Endpoint:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"{url!r} is not an http(s)://host[:port][/prefix] URL")
-        prefix = parts.path.rstrip("/")
-        if prefix.endswith("/graphql"):
-            prefix = prefix[: -len("/graphql")]
-        return cls(parts.hostname, parts.port, parts.scheme == "https", prefix)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Endpoint:
-        if args.url:
-            return cls.parse(args.url)
-        if args.host is None and args.port is None and os.environ.get(URL_ENV):
-            return cls.parse(os.environ[URL_ENV])
-        default = cls.parse(DEFAULT_URL)
-        return cls(
-            args.host or default.hostname,
-            args.port if args.port is not None else default.port,
-            bool(args.https),
-        )
-
-
-class DagsterApi:
-    """Submissions through `DagsterGraphQLClient`; the queries it lacks go to the same endpoint."""
-
-    def __init__(self, endpoint: Endpoint, timeout: float = 60.0):
-        import requests
-        from dagster_graphql import DagsterGraphQLClient
-
-        self.endpoint = endpoint
-        self._timeout = timeout
-        self._session = requests.Session()
-        self.client = DagsterGraphQLClient(
-            endpoint.hostname,
-            port_number=endpoint.port,
-            use_https=endpoint.use_https,
-            path_prefix=endpoint.path_prefix,
-            timeout=int(timeout),
-        )
-
-    def query(self, document: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        import requests
-
-        try:
-            response = self._session.post(
-                self.endpoint.graphql_url,
-                json={"query": document, "variables": dict(variables or {})},
-                timeout=self._timeout,
-            )
-        except requests.RequestException as exc:
-            raise ApiError(f"cannot reach {self.endpoint.graphql_url}: {exc}") from exc
-        if response.status_code != 200:
-            raise ApiError(
-                f"{self.endpoint.graphql_url} answered HTTP {response.status_code}: "
-                f"{response.text[:300]}"
-            )
-        payload = response.json()
-        if payload.get("errors"):
-            messages = "; ".join(e.get("message", str(e)) for e in payload["errors"])
-            raise ApiError(f"GraphQL error from {self.endpoint.graphql_url}: {messages}")
-        return payload["data"]
-
-    def find_job(self, job: str, location: str | None, repository: str | None) -> tuple[str, str]:
-        """(location, repository) holding `job`; refuses an ambiguous or unknown name."""
-        result = self.query(REPOSITORIES_QUERY)["repositoriesOrError"]
-        if result["__typename"] != "RepositoryConnection":
-            raise ApiError(f"cannot list code locations: {result.get('message')}")
-        matches = [
-            (node["location"]["name"], node["name"])
-            for node in result["nodes"]
-            if any(j["name"] == job for j in node["jobs"])
-            and location in (None, node["location"]["name"])
-            and repository in (None, node["name"])
-        ]
-        if not matches:
-            raise UsageError(f"no job named {job!r} in the deployment at {self.endpoint.base_url}")
-        if len(matches) > 1:
-            raise UsageError(f"job {job!r} is in several code locations {matches}: pass --location")
-        return matches[0]
-
-    def submit_run(
-        self,
-        job: str,
-        *,
-        location: str,
-        repository: str,
-        tags: Mapping[str, str],
-        run_config: Mapping[str, Any] | None = None,
-    ) -> str:
-        from dagster_graphql import DagsterGraphQLClientError
-
-        try:
-            return self.client.submit_job_execution(
-                job,
-                repository_location_name=location,
-                repository_name=repository,
-                run_config=dict(run_config or {}),
-                tags=dict(tags),
-            )
-        except DagsterGraphQLClientError as exc:
-            raise ApiError(f"submitting {job}: {_client_error(exc)}") from exc
-
-    def job_asset_keys(self, job: str, location: str, repository: str) -> list[list[str]]:
-        selector = {
-            "pipelineName": job,
-            "repositoryName": repository,
-            "repositoryLocationName": location,
-        }
-        nodes = self.query(JOB_ASSETS_QUERY, {"selector": selector})["assetNodes"]
-        return [node["assetKey"]["path"] for node in nodes if node["isPartitioned"]]
-
-    def launch_backfill(
-        self,
-        asset_keys: Sequence[Sequence[str]],
-        partitions: Sequence[str] | None,
-        tags: Mapping[str, str],
-        title: str,
-    ) -> str:
-        params: dict[str, Any] = {
-            "assetSelection": [{"path": list(key)} for key in asset_keys],
-            "tags": [{"key": k, "value": v} for k, v in tags.items()],
-            "title": title,
-        }
-        if partitions:
-            params["partitionNames"] = list(partitions)
-        else:
-            params["allPartitions"] = True
-        result = self.query(LAUNCH_BACKFILL_MUTATION, {"params": params})["launchPartitionBackfill"]
-        if result["__typename"] != "LaunchBackfillSuccess":
-            missing = result.get("partitionKeys")
-            detail = f" (unknown partitions: {', '.join(missing)})" if missing else ""
-            raise ApiError(
-                f"backfill refused: {result['__typename']}: {result.get('message')}{detail}"
-            )
-        return result["backfillId"]
-
-    def run_status(self, run_id: str) -> str:
-        from dagster_graphql import DagsterGraphQLClientError
-
-        try:
-            return self.client.get_run_status(run_id).value
-        except DagsterGraphQLClientError as exc:
-            raise ApiError(f"run {run_id}: {_client_error(exc)}") from exc
-
-    def run_progress(self, run_id: str) -> dict[str, Any]:
-        result = self.query(RUN_PROGRESS_QUERY, {"runId": run_id})["runOrError"]
-        if result["__typename"] != "Run":
-            raise ApiError(f"run {run_id}: {result['__typename']}: {result.get('message')}")
-        return result
-
-    def run_failures(self, run_id: str) -> list[str]:
-        """One line per failed step or failed run, from the run's event log."""
-        lines: list[str] = []
-        cursor = None
-        for _ in range(50):  # at most 50k events
-            result = self.query(RUN_FAILURES_QUERY, {"runId": run_id, "cursor": cursor})
-            conn = result["logsForRun"]
-            if conn["__typename"] != "EventConnection":
-                return [f"(cannot read the event log: {conn.get('message')})"]
-            for event in conn["events"]:
-                kind = event["__typename"]
-                error = (event.get("error") or {}).get("message") or ""
-                if kind == "ExecutionStepFailureEvent":
-                    lines.append(f"step {event['stepKey']} failed: {_first_line(error)}")
-                elif kind == "RunFailureEvent":
-                    lines.append(f"run failed: {_first_line(error or event.get('message', ''))}")
-                elif kind == "EngineEvent" and error:
-                    lines.append(f"{_first_line(event.get('message', ''))}: {_first_line(error)}")
-            cursor = conn["cursor"]
-            if not conn["hasMore"]:
-                break
-        return lines
-
-    def backfill_progress(self, backfill_id: str) -> dict[str, Any]:
-        variables = {"backfillId": backfill_id}
-        result = self.query(BACKFILL_PROGRESS_QUERY, variables)["partitionBackfillOrError"]
-        if result["__typename"] != "PartitionBackfill":
-            raise ApiError(
-                f"backfill {backfill_id}: {result['__typename']}: {result.get('message')}"
-            )
-        return result
-
-
-def _client_error(exc: Exception) -> str:
-    parts = [str(a) for a in getattr(exc, "args", ()) if a]
-    body = getattr(exc, "body", None)
-    if body:
-        parts.append(str(body))
-    return ": ".join(parts) or repr(exc)
-
-
-def _first_line(text: str, limit: int = 400) -> str:
-    line = next((s.strip() for s in text.strip().splitlines() if s.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _tags(pairs: Sequence[str] | None) -> dict[str, str]:
@@ -414,8 +70,6 @@ def _audit_tags(kind: str) -> dict[str, str]:
 def _load_run_config(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
-    import yaml
-
     try:
         with open(path, encoding="utf-8") as handle:
             value = yaml.safe_load(handle) or {}
@@ -428,159 +82,6 @@ def _load_run_config(path: str | None) -> dict[str, Any]:
     return value
 
 
-# ------------------------------------------------------------------------------------------------
-# Following
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class Follower:
-    api: DagsterApi
-    out: TextIO | None = None  # None: sys.stdout at the time of printing
-    poll_interval: float = 2.0
-    timeout: float | None = None
-    sleep: Callable[[float], None] = time.sleep
-    _started: float = field(default_factory=time.monotonic)
-
-    def say(self, message: str) -> None:
-        elapsed = time.monotonic() - self._started
-        print(f"[{elapsed:6.0f}s] {message}", file=self.out or sys.stdout, flush=True)
-
-    def _timed_out(self) -> bool:
-        return self.timeout is not None and time.monotonic() - self._started > self.timeout
-
-    def follow_run(self, run_id: str) -> int:
-        self.say(f"run {run_id}: {self.api.endpoint.base_url}/runs/{run_id}")
-        last_status = None
-        steps: dict[str, str | None] = {}
-        while True:
-            progress = self.api.run_progress(run_id)
-            status = progress["status"]
-            if status != last_status:
-                tags = {t["key"]: t["value"] for t in progress["tags"]}
-                partition = tags.get("dagster/partition")
-                where = f"{progress['jobName']}" + (f" [{partition}]" if partition else "")
-                self.say(f"run {run_id[:8]} ({where}): {RUN_STATUS_WORDS.get(status, status)}")
-                last_status = status
-            for step in sorted(progress["stepStats"], key=lambda s: s["startTime"] or 0):
-                key, step_status = step["stepKey"], step["status"]
-                if steps.get(key, "unseen") != step_status:
-                    steps[key] = step_status
-                    word = STEP_STATUS_WORDS.get(step_status, str(step_status).lower())
-                    took = ""
-                    if step["endTime"] and step["startTime"]:
-                        took = f" in {step['endTime'] - step['startTime']:.1f} s"
-                    self.say(f"  step {key}: {word}{took}")
-            if status in TERMINAL_RUN_STATUSES:
-                return self._finish_run(run_id, progress)
-            if self._timed_out():
-                word = RUN_STATUS_WORDS.get(status, status)
-                self.say(
-                    f"run {run_id}: still {word} after {self.timeout:.0f} s; it goes on "
-                    f"(follow it with: bioscan follow {run_id})"
-                )
-                return EXIT_TIMEOUT
-            self.sleep(self.poll_interval)
-
-    def _finish_run(self, run_id: str, progress: dict[str, Any]) -> int:
-        # the client's own status call decides the exit code
-        status = self.api.run_status(run_id)
-        took = ""
-        if progress.get("startTime") and progress.get("endTime"):
-            took = f" in {progress['endTime'] - progress['startTime']:.1f} s"
-        if status == "SUCCESS":
-            self.say(f"run {run_id}: succeeded{took}")
-            return EXIT_SUCCEEDED
-        if status == "CANCELED":
-            self.say(f"run {run_id}: canceled{took}")
-            return EXIT_CANCELED
-        for line in self.api.run_failures(run_id):
-            self.say(f"  {line}")
-        self.say(f"run {run_id}: failed{took}")
-        return EXIT_FAILED
-
-    def follow_backfill(self, backfill_id: str) -> int:
-        self.say(f"backfill {backfill_id}: {self.api.endpoint.base_url}/runs/b/{backfill_id}")
-        last_status = None
-        last_counts: dict[str, tuple[int, int, int, int]] = {}
-        runs: dict[str, str] = {}
-        while True:
-            progress = self.api.backfill_progress(backfill_id)
-            status = progress["status"]
-            if status != last_status:
-                size = progress.get("numPartitions")
-                self.say(
-                    f"backfill {backfill_id}: {status.lower().replace('_', ' ')}"
-                    + (f" ({size} partitions)" if size is not None else "")
-                )
-                last_status = status
-            data = progress.get("assetBackfillData") or {}
-            for item in data.get("assetBackfillStatuses") or []:
-                if item["__typename"] != "AssetPartitionsStatusCounts":
-                    continue
-                asset = "/".join(item["assetKey"]["path"])
-                counts = (
-                    item["numPartitionsMaterialized"],
-                    item["numPartitionsTargeted"],
-                    item["numPartitionsInProgress"],
-                    item["numPartitionsFailed"],
-                )
-                if last_counts.get(asset) != counts:
-                    last_counts[asset] = counts
-                    done, total, running, failed = counts
-                    self.say(
-                        f"  {asset}: {done}/{total} materialized, {running} in progress, "
-                        f"{failed} failed"
-                    )
-            for run in progress["runs"]:
-                if runs.get(run["runId"]) != run["status"]:
-                    runs[run["runId"]] = run["status"]
-                    tags = {t["key"]: t["value"] for t in run["tags"]}
-                    label = tags.get("dagster/partition") or tags.get(
-                        "dagster/asset_partition_range_start", ""
-                    )
-                    self.say(
-                        f"  run {run['runId'][:8]} {label}: "
-                        f"{RUN_STATUS_WORDS.get(run['status'], run['status'])}"
-                    )
-            active = any(s not in TERMINAL_RUN_STATUSES for s in runs.values())
-            if status not in BACKFILL_IN_PROGRESS and not active:
-                return self._finish_backfill(backfill_id, progress, runs, last_counts)
-            if self._timed_out():
-                self.say(
-                    f"backfill {backfill_id}: still {status.lower()} after {self.timeout:.0f} s; "
-                    f"it goes on (follow it with: bioscan follow --backfill {backfill_id})"
-                )
-                return EXIT_TIMEOUT
-            self.sleep(self.poll_interval)
-
-    def _finish_backfill(
-        self,
-        backfill_id: str,
-        progress: dict[str, Any],
-        runs: dict[str, str],
-        counts: dict[str, tuple[int, int, int, int]],
-    ) -> int:
-        status = progress["status"]
-        failed_runs = [run_id for run_id, s in runs.items() if s == "FAILURE"]
-        failed_partitions = sum(c[3] for c in counts.values())
-        summary = f"{len(runs)} run(s), {len(failed_runs)} failed"
-        if status == "CANCELED":
-            self.say(f"backfill {backfill_id}: canceled ({summary})")
-            return EXIT_CANCELED
-        if status in ("FAILED", "COMPLETED_FAILED") or failed_runs or failed_partitions:
-            if progress.get("error"):
-                self.say(f"  backfill error: {_first_line(progress['error']['message'])}")
-            for run_id in failed_runs:
-                for line in self.api.run_failures(run_id):
-                    self.say(f"  run {run_id[:8]}: {line}")
-            self.say(f"backfill {backfill_id}: failed ({summary})")
-            return EXIT_FAILED
-        self.say(f"backfill {backfill_id}: succeeded ({summary})")
-        return EXIT_SUCCEEDED
-
-
-# ------------------------------------------------------------------------------------------------
-# Commands
-# ------------------------------------------------------------------------------------------------
 def _follower(args: argparse.Namespace, api: DagsterApi) -> Follower:
     return Follower(api, poll_interval=args.poll_interval, timeout=args.timeout)
 
@@ -603,8 +104,6 @@ def _run_and_follow(args: argparse.Namespace, job: str, partition: str | None, k
 
 def _check_sample_keys(keys: Sequence[str]) -> None:
     """`<tenant>/<sample_id>`, refused here with the reason rather than by the server."""
-    from bioscan_assets.core.layout import split_partition_key
-
     for key in keys:
         try:
             split_partition_key(key)

@@ -21,6 +21,8 @@ SHARD_SCHEMA = pa.schema(
         pa.field("gc_fraction", pa.float32(), nullable=False),
         pa.field("n_fraction", pa.float32(), nullable=False),
         pa.field("mean_quality", pa.float32()),
+        # xxh3-128 of dna_sequence as 32 hex digits (shard format 2; core.ingest.sequence_hash)
+        pa.field("sequence_hash", pa.string(), nullable=False),
     ]
 )
 

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 _CHUNK = 1 << 20
 
@@ -63,11 +63,17 @@ def _gcs_stat(rel: str, obj: dict) -> FileStat:
 
 
 class Store:
-    """A storage root: a local directory or `gs://bucket/prefix`."""
+    """A storage root: a local directory or `gs://bucket/prefix`.
 
-    def __init__(self, root: str):
+    `credentials` (google.auth) and `project` are what a `gs://` root authenticates with, as
+    the Dagster GCS resource hands them over (resources/storage.py); without them gcsfs looks
+    for application default credentials itself.
+    """
+
+    def __init__(self, root: str, credentials: Any | None = None, project: str | None = None):
         self.root = root.rstrip("/") if root.startswith("gs://") else str(Path(root).absolute())
         self.is_gcs = self.root.startswith("gs://")
+        self.credentials, self.project = credentials, project
         self._fs = None
 
     def __repr__(self) -> str:
@@ -84,8 +90,13 @@ class Store:
 
             # No listings cache: a long-lived sensor process must see new drops every tick.
             kwargs: dict = {"use_listings_cache": False}
+            if self.credentials is not None:
+                kwargs["token"] = self.credentials
+            if self.project:
+                kwargs["project"] = self.project
             if os.environ.get("STORAGE_EMULATOR_HOST"):
-                kwargs |= {"endpoint_url": os.environ["STORAGE_EMULATOR_HOST"], "token": "anon"}
+                kwargs["endpoint_url"] = os.environ["STORAGE_EMULATOR_HOST"]
+                kwargs.setdefault("token", "anon")
             self._fs = GCSFileSystem(**kwargs)
         return self._fs
 
@@ -97,7 +108,7 @@ class Store:
         return self.url(rel).removeprefix("gs://")
 
     def child(self, rel: str) -> Store:
-        return Store(self.url(rel))
+        return Store(self.url(rel), self.credentials, self.project)
 
     def local_path(self, rel: str = "") -> Path | None:
         """The file's path on this machine, or None for GCS."""

@@ -1,7 +1,7 @@
 """Embedding throughput benchmark (not part of the test run).
 
     python tests/benchmarks/bench_embed.py [--model demo] [--backfill 20]
-    python tests/benchmarks/bench_embed.py --shape-only --model nt-2.5b-multi-species \\
+    python tests/benchmarks/bench_embed.py --shape-only --model random-nt-2.5b \\
         --dtype bfloat16 --length 1000            # on a GPU/TPU: vectors/hour and MFU
 
 1. End to end (read shards -> tokenise -> compute -> write) for every bundled demo sample
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bioscan_assets.core.embedding.accelerator import Accelerator  # noqa: E402
 from bioscan_assets.core.embedding.batching import pack_batches, split_windows  # noqa: E402
 from bioscan_assets.core.embedding.compute import EmbeddingExecutor, EmbedStats, embed_partition  # noqa: E402
-from bioscan_assets.core.ingest.shards import iter_shard_batches  # noqa: E402
+from bioscan_assets.core.ingest.shard_reader import iter_shard_batches  # noqa: E402
 from bioscan_assets.core.model.presets import PRESETS, load_model  # noqa: E402
 
 
@@ -112,7 +112,8 @@ print(time.perf_counter() - t0)
 
 def backfill(model_spec: str, partitions: int) -> dict:
     from bioscan_assets.core.storage import Store
-    from tests.pipeline_helpers import ingest, write_fasta_drop
+    from tests.helpers import random_dna, write_drop
+    from tests.pipeline_helpers import ingest
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     rng = np.random.default_rng(0)
@@ -120,8 +121,8 @@ def backfill(model_spec: str, partitions: int) -> dict:
     for mode in ("separate", "together"):
         landing, storage = tmp / mode / "landing", Store(str(tmp / mode / "storage"))
         for i in range(partitions):
-            seqs = {f"r{j}": "".join(rng.choice(list("ACGT"), 150)) for j in range(20)}
-            write_fasta_drop(landing, "bench", f"P{i:03d}", seqs)
+            seqs = {f"r{j}": random_dna(rng, 150) for j in range(20)}
+            write_drop(landing, "bench", f"P{i:03d}", sequences=seqs)
             ingest(Store(str(landing)), storage, "bench", f"P{i:03d}")
         keys = [f"bench/P{i:03d}" for i in range(partitions)]
     cache = str(tmp / "jax_cache")

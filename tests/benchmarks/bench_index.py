@@ -52,7 +52,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bioscan_assets.core.index import vector_index as vi  # noqa: E402
+from bioscan_assets.core.index import ann, tables, upsert  # noqa: E402
 from bioscan_assets.core.storage import Store  # noqa: E402
 from bioscan_assets.core.taxonomy import RANKS  # noqa: E402
 
@@ -119,9 +119,9 @@ def _rows_table(schema: pa.Schema, sample: str, vectors, fam, gen, model_id: str
 
 def build_table(store: Store, rows: int, dim: int, hierarchy: Hierarchy, model_id: str, log):
     """Bulk rows, one fragment per 1,000-row sample, plus the scalar indexes."""
-    db = vi.connect(store, "bench")
-    schema = vi.index_schema(dim, model_id, "bench-weights")
-    table = db.create_table(vi.table_name(model_id), schema=schema, mode="overwrite")
+    db = tables.connect(store, "bench")
+    schema = tables.index_schema(dim, model_id, "bench-weights")
+    table = db.create_table(tables.table_name(model_id), schema=schema, mode="overwrite")
     started = time.perf_counter()
     for n, start in enumerate(range(0, rows, 1000)):
         count = min(1000, rows - start)
@@ -129,7 +129,7 @@ def build_table(store: Store, rows: int, dim: int, hierarchy: Hierarchy, model_i
         table.add(_rows_table(schema, f"S{n:05d}", vectors, fam, gen, model_id))
     log(f"  {rows} rows written in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
-    vi.maintain_indexes(table, vi.AnnParams(min_rows=10**12))  # scalar indexes only
+    ann.maintain_indexes(table, ann.AnnParams(min_rows=10**12))  # scalar indexes only
     log(f"  scalar indexes in {time.perf_counter() - started:.1f} s")
     return table
 
@@ -158,14 +158,15 @@ def _ms(values) -> str:
 
 def measure_upserts(workdir: Path, table_rows: int, dim: int, hierarchy, repeats: int, log):
     """Median cost of upserting a real 1,000-row partition into a table of `table_rows`."""
-    from tests.index_helpers import make_shards, random_dna, shard_ids, write_embeddings
+    from tests.helpers import random_dna
+    from tests.index_helpers import make_shards, shard_ids, write_embeddings
 
     model_id = f"bench-{table_rows}"
     store = Store(str(workdir / "storage"))
     build_table(store, table_rows, dim, hierarchy, model_id, log)
-    table = vi.open_table(store, "bench", model_id)
-    params = vi.AnnParams()
-    vi._train_ann(table, params, table_rows)
+    table = tables.open_table(store, "bench", model_id)
+    params = ann.AnnParams()
+    ann.train_ann(table, params, table_rows)
     rng = np.random.default_rng(7)
     out = {"new": [], "again": []}
     for r in range(repeats):
@@ -176,7 +177,7 @@ def measure_upserts(workdir: Path, table_rows: int, dim: int, hierarchy, repeats
             store,
             "bench",
             sample,
-            dict(zip(names, random_dna(rng, 1000, 120), strict=True)),
+            {name: random_dna(rng, 120) for name in names},
         )
         vectors, _, _ = hierarchy.draw(1000, seed=99_000 + r)
         ids = shard_ids(store, "bench", sample)
@@ -190,7 +191,7 @@ def measure_upserts(workdir: Path, table_rows: int, dim: int, hierarchy, repeats
             weights_hash="bench-weights",
         )
         for label in ("new", "again"):
-            result = vi.upsert_partition(store, "bench", sample, model_id, params=params)
+            result = upsert.upsert_partition(store, "bench", sample, model_id, params=params)
             out[label].append(result.timings)
     return out
 
@@ -248,25 +249,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     log(f"{'exact (flat scan)':44s} {'-':>8s} {1.0:7.3f} {_ms(lat)} {1.0:8.3f} {_ms(lat_f)}")
 
-    partitions = max(1, round(args.rows / vi.AnnParams().target_partition_rows))
+    partitions = max(1, round(args.rows / ann.AnnParams().target_partition_rows))
     candidates = [
-        ("IVF_SQ", vi.AnnParams(index_type="IVF_SQ"), [(10, None), (30, None), (20, 5)]),
-        ("IVF_RQ", vi.AnnParams(index_type="IVF_RQ"), [(10, None), (10, 5), (20, 5), (20, 10)]),
-        ("IVF_FLAT", vi.AnnParams(index_type="IVF_FLAT"), [(10, None), (20, None)]),
+        ("IVF_SQ", ann.AnnParams(index_type="IVF_SQ"), [(10, None), (30, None), (20, 5)]),
+        ("IVF_RQ", ann.AnnParams(index_type="IVF_RQ"), [(10, None), (10, 5), (20, 5), (20, 10)]),
+        ("IVF_FLAT", ann.AnnParams(index_type="IVF_FLAT"), [(10, None), (20, None)]),
     ]
     if args.with_slow:
         candidates += [
             (
                 "IVF_PQ m=320",
-                vi.AnnParams(index_type="IVF_PQ", num_sub_vectors=320),
+                ann.AnnParams(index_type="IVF_PQ", num_sub_vectors=320),
                 [(20, None), (20, 10)],
             ),
-            ("IVF_HNSW_SQ", vi.AnnParams(index_type="IVF_HNSW_SQ"), [(1, None), (2, None)]),
+            ("IVF_HNSW_SQ", ann.AnnParams(index_type="IVF_HNSW_SQ"), [(1, None), (2, None)]),
         ]
     summary = []
     for name, params, probes in candidates:
         started = time.perf_counter()
-        vi._train_ann(table, params, args.rows)
+        ann.train_ann(table, params, args.rows)
         build = time.perf_counter() - started
         table.checkout_latest()
         for nprobes, refine in probes:
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         log(
             f"\nfastest with recall@10 >= 0.95: {best[0]} (recall {best[1]:.3f}, p50 {best[2] * 1e3:.1f} ms)"
         )
-    log(f"(IVF partitions = rows / {vi.AnnParams().target_partition_rows} = {partitions})")
+    log(f"(IVF partitions = rows / {ann.AnnParams().target_partition_rows} = {partitions})")
 
     if not args.skip_upserts:
         log("\nupsert of one 1,000-row partition (median of runs; seconds)")

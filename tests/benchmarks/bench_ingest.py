@@ -192,7 +192,8 @@ def _ingest_setup(path: Path, root: Path, sample: str):
 
 
 def _child_ours(path: Path, work: Path, config: dict) -> dict:
-    from bioscan_assets.core.ingest.shards import ShardConfig, write_shards
+    from bioscan_assets.core.ingest.shard_config import ShardConfig
+    from bioscan_assets.core.ingest.shard_writer import write_shards
 
     root = work / "ours"
     shutil.rmtree(root / "storage", ignore_errors=True)

@@ -40,13 +40,11 @@ from bioscan_assets.core.evaluation.report import write_report  # noqa: E402
 from bioscan_assets.core.model.presets import load_model  # noqa: E402
 from bioscan_assets.core.storage import Store  # noqa: E402
 from bioscan_assets.core.taxonomy import RANKS, parse_taxonomy, split_taxon  # noqa: E402
-from bioscan_assets.core.tuning.training import Adapter as AdapterArtefact  # noqa: E402
-from bioscan_assets.core.tuning.training import (  # noqa: E402
-    TaxonomyPredictor,
-    TrainConfig,
-    make_split,
-    train_classifier,
-)
+from bioscan_assets.core.tuning.adapter import Adapter as AdapterArtefact  # noqa: E402
+from bioscan_assets.core.tuning.config import TrainConfig  # noqa: E402
+from bioscan_assets.core.tuning.loop import train_classifier  # noqa: E402
+from bioscan_assets.core.tuning.predictor import TaxonomyPredictor  # noqa: E402
+from bioscan_assets.core.tuning.split import make_split  # noqa: E402
 
 _NORMAL = bytes.maketrans(b"acgtuU", b"ACGTTT")
 

@@ -15,7 +15,6 @@ import importlib
 import re
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,15 @@ from typing import Any
 import hcl2
 import pytest
 import yaml
+from bioscan_resources.tracking import resolve_mode
 from dagster import DagsterInstance
 from dagster._config import process_config
 from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.instance.config import dagster_instance_config
 from packaging.requirements import Requirement
 from packaging.version import Version
+
+from tests.helpers import python, run
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -406,11 +408,10 @@ def test_terraform_is_canonically_formatted() -> None:
     terraform_bin = shutil.which("terraform")
     if terraform_bin is None:
         pytest.skip("terraform is not installed; the HCL is still parsed by the other tests")
-    result = subprocess.run(
-        [terraform_bin, "fmt", "-check", "-recursive", "-diff", str(DEPLOY / "terraform")],
-        capture_output=True,
-        text=True,
+    result = run(
+        [terraform_bin, "fmt", "-check", "-recursive", "-diff", DEPLOY / "terraform"],
         timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -601,17 +602,10 @@ TF_OUTPUTS = {
 def run_site_values(tmp_path, *args: str) -> subprocess.CompletedProcess:
     outputs = tmp_path / "outputs.json"
     outputs.write_text(__import__("json").dumps(TF_OUTPUTS))
-    return subprocess.run(
-        [
-            sys.executable,
-            str(DEPLOY / "helm/site_values.py"),
-            "--outputs-json",
-            str(outputs),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
+    return run(
+        python(DEPLOY / "helm/site_values.py", "--outputs-json", outputs, *args),
         timeout=60,
+        check=False,
     )
 
 
@@ -681,3 +675,12 @@ def test_every_pool_the_assets_use_gets_a_limit_in_the_ops_guide() -> None:
         assert f"dagster instance concurrency set {pool} " in guide, pool
     # and the instance caps any pool the guide forgot at one op at a time
     assert instance_yaml()["concurrency"]["pools"]["default_limit"] == 1
+
+
+def test_helm_env_tracks_online_with_a_key_and_stores_offline_runs_without() -> None:
+    """Pods lose $BIOSCAN_HOME: W&B goes online once bioscan-secrets has a key, and without
+    one logs offline (tests/integration/test_tracking_archive.py: copied to storage)."""
+    env = helm_values()["dagster-user-deployments"]["deployments"][0]["env"]
+    assert resolve_mode(env.get("WANDB_MODE"), "a-key") == ("online", None)
+    mode, warning = resolve_mode(env.get("WANDB_MODE"), None)
+    assert mode == "offline" and "WANDB_API_KEY" in (warning or "")

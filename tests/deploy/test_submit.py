@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 import pytest
 from graphql import parse, validate
 
-from bioscan_assets.commands import submit
+from bioscan_assets.commands import follow, graphql_client, submit
 from tests.e2e.server import DagsterDev, free_port
 
 LOCATION = Path(__file__).with_name("submit_location.py")
@@ -35,7 +36,11 @@ def test_every_graphql_document_is_valid_for_this_dagster() -> None:
     from dagster_graphql.schema import create_schema
 
     schema = create_schema().graphql_schema
-    documents = {n: getattr(submit, n) for n in dir(submit) if n.endswith(("_QUERY", "_MUTATION"))}
+    documents = {
+        n: getattr(graphql_client, n)
+        for n in dir(graphql_client)
+        if n.endswith(("_QUERY", "_MUTATION"))
+    }
     assert len(documents) == 6
     for name, document in documents.items():
         assert validate(schema, parse(document)) == [], name
@@ -62,15 +67,16 @@ def test_help_shows_examples_and_exit_codes(capsys) -> None:
     ],
 )
 def test_endpoint_urls(url, expected) -> None:
-    endpoint = submit.Endpoint.parse(url)
+    endpoint = graphql_client.Endpoint.parse(url)
     assert (endpoint.hostname, endpoint.port, endpoint.use_https, endpoint.path_prefix) == expected
 
 
 def test_endpoint_from_environment(monkeypatch) -> None:
     monkeypatch.setenv("DAGSTER_GRAPHQL_URL", "https://ops.example/dagster")
-    parser_args = submit.argparse.Namespace(url=None, host=None, port=None, https=False)
+    parser_args = argparse.Namespace(url=None, host=None, port=None, https=False)
     assert (
-        submit.Endpoint.from_args(parser_args).graphql_url == "https://ops.example/dagster/graphql"
+        graphql_client.Endpoint.from_args(parser_args).graphql_url
+        == "https://ops.example/dagster/graphql"
     )
 
 
@@ -121,7 +127,7 @@ class TestAgainstDagster:
             "--poll-interval",
             "0.3",
         )
-        assert code == submit.EXIT_SUCCEEDED, out
+        assert code == follow.EXIT_SUCCEEDED, out
         run_id = out.split("run ", 1)[1].split(":", 1)[0]
         assert "(sample_pipeline [acme-lab/S001])" in out
         assert "step counted: succeeded" in out
@@ -138,7 +144,7 @@ class TestAgainstDagster:
         code, out, _ = run_cli(
             capsys, "submit", "job", "broken_job", "--url", dagster.url, "--poll-interval", "0.3"
         )
-        assert code == submit.EXIT_FAILED, out
+        assert code == follow.EXIT_FAILED, out
         assert "step prepare: succeeded" in out
         assert "step validate_drop: failed" in out
         assert "sample.json field 'files[0].sha256' does not match the file" in out
@@ -148,7 +154,7 @@ class TestAgainstDagster:
         code, out, _ = run_cli(
             capsys, "submit", "job", "slow_job", "--no-follow", "--url", dagster.url
         )
-        assert code == submit.EXIT_SUCCEEDED
+        assert code == follow.EXIT_SUCCEEDED
         run_id = out.strip()
         code, out, _ = run_cli(
             capsys,
@@ -161,9 +167,9 @@ class TestAgainstDagster:
             "--poll-interval",
             "0.3",
         )
-        assert code == submit.EXIT_TIMEOUT, out
+        assert code == follow.EXIT_TIMEOUT, out
         assert f"bioscan follow {run_id}" in out
-        api = submit.DagsterApi(submit.Endpoint.parse(dagster.url))
+        api = graphql_client.DagsterApi(graphql_client.Endpoint.parse(dagster.url))
         deadline = time.monotonic() + 120
         while api.run_status(run_id) != "STARTED" and time.monotonic() < deadline:
             time.sleep(0.5)  # a run can only be terminated once its process has started
@@ -171,7 +177,7 @@ class TestAgainstDagster:
         code, out, _ = run_cli(
             capsys, "follow", run_id, "--url", dagster.url, "--poll-interval", "0.3"
         )
-        assert code == submit.EXIT_CANCELED, out
+        assert code == follow.EXIT_CANCELED, out
         assert out.rstrip().splitlines()[-1].startswith("[") and "canceled" in out.splitlines()[-1]
 
     def test_unknown_job_exits_2(self, dagster, capsys) -> None:
@@ -200,7 +206,7 @@ class TestAgainstDagster:
             "--timeout",
             "240",
         )
-        assert code == submit.EXIT_SUCCEEDED, out
+        assert code == follow.EXIT_SUCCEEDED, out
         assert "summarised: 2/2 materialized, 0 in progress, 0 failed" in out
         assert "succeeded (2 run(s), 0 failed)" in out
 

@@ -7,13 +7,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.helpers import command_env, python, start
 
 WORKSPACE_QUERY = """
 query { workspaceOrError { __typename ... on Workspace {
@@ -56,7 +57,7 @@ class DagsterDev:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or dagster_home / "dagster-dev.log"
-        self.env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(dagster_home)}
+        self.env = command_env(**{**(env or {}), "DAGSTER_HOME": str(dagster_home)})
         for name in unset:
             self.env.pop(name, None)
         self.instance_yaml = instance_yaml
@@ -66,9 +67,9 @@ class DagsterDev:
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         (self.dagster_home / "dagster.yaml").write_text(self.instance_yaml)
         self._log = open(self.log_path, "wb")
-        cmd = [sys.executable, "-m", "dagster", "dev", *self.target]
+        cmd = python("-m", "dagster", "dev", *self.target)
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
-        self.process = subprocess.Popen(
+        self.process = start(
             cmd,
             env=self.env,
             stdout=self._log,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bioscan_assets.commands import submit
+from bioscan_assets.commands import follow, submit
 from tests.e2e.server import DagsterDev
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -208,7 +208,7 @@ def test_ui_and_api_end_to_end(deployment, chromium_executable, artifacts, tmp_p
             # 3. a backfill of every sample partition through the GraphQL API (followed in 5)
             code = submit.main(["submit", "backfill", "--all", "--no-follow", "--url", url])
             backfill_id = capsys.readouterr().out.strip()
-            assert code == submit.EXIT_SUCCEEDED and backfill_id, backfill_id
+            assert code == follow.EXIT_SUCCEEDED and backfill_id, backfill_id
 
             # 4. materialise one partition from the asset page's dialog
             chosen = partitions[0]
@@ -271,7 +271,7 @@ def test_ui_and_api_end_to_end(deployment, chromium_executable, artifacts, tmp_p
         ]
     )
     out = capsys.readouterr().out
-    assert code == submit.EXIT_SUCCEEDED, f"{out}\n{deployment.log_tail()}"
+    assert code == follow.EXIT_SUCCEEDED, f"{out}\n{deployment.log_tail()}"
     assert f"({len(partitions)} partitions)" in out, out
     stats = deployment.graphql(PARTITION_STATS_QUERY, {"key": {"path": ["vector_index"]}})
     node = stats["assetNodeOrError"]

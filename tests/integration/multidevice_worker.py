@@ -9,10 +9,11 @@ import numpy as np
 from bioscan_assets.core.embedding.accelerator import Accelerator
 from bioscan_assets.core.embedding.compute import EmbeddingExecutor
 from bioscan_assets.core.model.presets import load_model
+from tests.helpers import random_dna
 
 if __name__ == "__main__":
     rng = np.random.default_rng(11)
-    seqs = ["".join(rng.choice(list("ACGTN"), n)) for n in rng.integers(20, 700, 37)]
+    seqs = [random_dna(rng, n, alphabet="ACGTN") for n in rng.integers(20, 700, 37)]
     executor = EmbeddingExecutor(load_model("tiny"), Accelerator.discover(), token_budget=2048)
     vectors = executor.embed(seqs)
     ids = np.full((8 * executor.accelerator.device_count, 32), 5, np.int32)

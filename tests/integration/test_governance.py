@@ -33,15 +33,17 @@ from bioscan_assets.assets.index import index_assets, index_checks
 from bioscan_assets.assets.ingest import ingest_assets, ingest_checks
 from bioscan_assets.assets.tune import tune_and_evaluate, tune_assets, tune_checks
 from bioscan_assets.core.embedding import compute as emb
+from bioscan_assets.core.embedding.hash_store import HashStore
 from bioscan_assets.core.governance import costs, provenance
+from bioscan_assets.core.index import partition_rows as vi
 from bioscan_assets.core.index import search
-from bioscan_assets.core.index import vector_index as vi
 from bioscan_assets.core.ingest.raw import read_raw_manifest
-from bioscan_assets.core.ingest.shards import iter_shard_batches, read_shard_manifest
+from bioscan_assets.core.ingest.shard_reader import iter_shard_batches, read_shard_manifest
 from bioscan_assets.core.storage import Store
 from bioscan_assets.demo import DEMO_LANDING, stage_drops
 from bioscan_assets.partitions import samples_partitions
-from tests.ingest_data import fasta_text, fastq_text, random_reads, write_bytes, write_sample_json
+from tests.helpers import write_drop
+from tests.ingest_data import fasta_text, fastq_text, random_reads, write_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,8 +52,8 @@ MODEL = "tiny"
 A, B = "acme-lab", "reef-survey"
 TUNE_CONFIG = {
     "ops": {
-        "lora_adapter": {"config": {"steps": 8, "batch_size": 8, "crop_tokens": 48}},
-        "evaluation_report": {"config": {"nb_bootstrap": 20}},
+        "lora_adapter": {"config": {"tenant": A, "steps": 8, "batch_size": 8, "crop_tokens": 48}},
+        "evaluation_report": {"config": {"tenant": A, "nb_bootstrap": 20}},
     }
 }
 
@@ -133,29 +135,29 @@ def _write_bad_drops(landing: Path) -> None:
     text = fastq_text(reads[:2]).decode().splitlines()
     text[7] = text[7][:-30]  # the 2nd record's quality line loses 30 characters
     write_bytes(folder / "reads.fastq", ("\n".join(text) + "\n").encode())
-    write_sample_json(folder, ["reads.fastq"])
+    write_drop(landing, A, folder.name, listed=["reads.fastq"])
 
     folder = landing / A / "BAD-FASTQ-SEPARATOR"
     text = fastq_text(reads[:2]).decode().splitlines()
     text[6] = seqs[5]  # the 2nd record's '+' line replaced by a read
     write_bytes(folder / "reads.fastq", ("\n".join(text) + "\n").encode())
-    write_sample_json(folder, ["reads.fastq"])
+    write_drop(landing, A, folder.name, listed=["reads.fastq"])
 
     folder = landing / A / "BAD-SHA"
     write_bytes(folder / "reads.fasta", fasta_text(reads[2:3]))
-    write_sample_json(folder, ["reads.fasta"])
+    write_drop(landing, A, folder.name, listed=["reads.fasta"])
     write_bytes(folder / "reads.fasta", fasta_text(reads[2:4]))  # changed after sample.json
 
     folder = landing / A / "BAD-GZIP"
     data = gzip.compress(fastq_text(reads[3:6]), mtime=0)
     write_bytes(folder / "reads.fastq.gz", data[: len(data) // 2])
-    write_sample_json(folder, ["reads.fastq.gz"])
+    write_drop(landing, A, folder.name, listed=["reads.fastq.gz"])
 
     folder = landing / A / "BAD-TAXONOMY"
     write_bytes(folder / "reads.fasta", fasta_text(reads[4:5]))
     taxonomy = f"Feature ID\tTaxon\nread4 {seqs[4]} k__Bacteria\n".encode()
     write_bytes(folder / "taxonomy.tsv", taxonomy)
-    write_sample_json(folder, ["reads.fasta"], taxonomy="taxonomy.tsv")
+    write_drop(landing, A, folder.name, listed=["reads.fasta"], taxonomy="taxonomy.tsv")
 
 
 @dataclass
@@ -323,6 +325,16 @@ def _readers(store: Store):
         ],
         "embedding.iter_embedding_batches": lambda t, s: list(
             emb.iter_embedding_batches(store, MODEL, t, s)
+        ),
+        "hash_store.commits": lambda t, s: (
+            HashStore(
+                store,
+                MODEL,
+                emb.read_embedding_manifest(store, MODEL, B, "REEF-07")["weights_hash"],
+                t,
+            )
+            .holdings()
+            .commits
         ),
         "vector_index.read_embedding_manifest": lambda t, s: [
             vi.read_embedding_manifest(store, MODEL, t, s)

@@ -8,6 +8,7 @@ what an earlier good run wrote stays intact.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 from pathlib import Path
 
@@ -17,26 +18,25 @@ from dagster import DagsterInstance, materialize
 
 from bioscan_assets.assets.ingest import (
     ShardsConfig,
-    duplicate_sequence_ids,
     ingest_assets,
     ingest_checks,
     raw_sequences,
     sequence_shards,
 )
-from bioscan_assets.core.ingest.shards import iter_shard_batches, read_shard_manifest
+from bioscan_assets.core.ingest.shard_checks import duplicate_sequence_ids
+from bioscan_assets.core.ingest.shard_reader import iter_shard_batches, read_shard_manifest
 from bioscan_assets.core.layout import raw_manifest, run_manifest, shard_dir
 from bioscan_assets.core.storage import Store
 from bioscan_assets.partitions import samples_partitions
+from tests.helpers import taxonomy_text, write_drop
 from tests.ingest_data import (
     Read,
     fasta_text,
     fastq_text,
     random_reads,
-    taxonomy_text,
     write_aligned_cram,
     write_bytes,
     write_reference,
-    write_sample_json,
     write_unaligned_bam,
 )
 
@@ -103,7 +103,7 @@ def good_sample(env: Env, sample: str = "GOOD") -> None:
     (folder / "taxonomy.tsv").write_bytes(
         taxonomy_text([(r.name, "k__Bacteria; p__Firmicutes") for r in reads[:30]] + [("x", "")])
     )
-    write_sample_json(folder, ["ref.fasta"], taxonomy="taxonomy.tsv")
+    write_drop(env.landing, TENANT, sample, listed=["ref.fasta"], taxonomy="taxonomy.tsv")
 
 
 @pytest.fixture
@@ -121,7 +121,9 @@ def test_good_drop_materialises_with_metadata_and_checks(env):
         folder / "lane.bam",
         [Read("b1", "ACGT" * 30, "I" * 120, 77), Read("b1", "TTGCA" * 24, "5" * 120, 141)],
     )
-    write_sample_json(folder, ["run1_R1.fastq.gz", "run1_R2.fastq.gz", "lane.bam"])
+    write_drop(
+        env.landing, TENANT, "S1", listed=["run1_R1.fastq.gz", "run1_R2.fastq.gz", "lane.bam"]
+    )
     result = env.run("S1")
     assert result.success, failure_text(result)
 
@@ -253,7 +255,7 @@ def test_bad_drop_fails_clearly_and_damages_nothing(env, case):
         path.unlink()
     files, expected = BAD_DROPS[case](folder)
     taxonomy = "taxonomy.tsv" if (folder / "taxonomy.tsv").exists() else None
-    write_sample_json(folder, files, taxonomy=taxonomy)
+    write_drop(env.landing, TENANT, "S9", listed=files, taxonomy=taxonomy)
 
     result = env.run("S9")
     assert not result.success
@@ -282,7 +284,7 @@ def test_cram_with_its_reference_materialises(env):
     ref_seq = write_reference(folder / "ref.fa")
     (folder / "ref.fa.fai").unlink()
     write_aligned_cram(folder / "run1.cram", folder / "ref.fa", ref_seq, 30)
-    write_sample_json(folder, [{"path": "run1.cram", "reference": "ref.fa"}])
+    write_drop(env.landing, TENANT, "C1", listed=[{"path": "run1.cram", "reference": "ref.fa"}])
     result = env.run("C1")
     assert result.success, failure_text(result)
     assert read_shard_manifest(env.store, TENANT, "C1")["rows"] == 30
@@ -304,8 +306,6 @@ def test_unique_id_check_catches_a_duplicate(env, tmp_path):
     copy = dict(part, path=part["path"].replace("-00000", "-00099"))
     (folder / copy["path"]).write_bytes((folder / part["path"]).read_bytes())
     manifest["files"].append(copy)
-    import json
-
     (folder / "_manifest.json").write_text(json.dumps(manifest))
     count, examples = duplicate_sequence_ids(env.store, TENANT, "D1")
     assert count == 40 and len(examples) == 5

@@ -29,7 +29,7 @@ from bioscan_assets.core.ingest import scan as drop_scan
 from bioscan_assets.core.layout import quarantine_record
 from bioscan_assets.core.storage import Store
 from bioscan_assets.partitions import samples_partitions
-from tests.drop_helpers import fasta_bytes, sha256_hex, write_drop, write_manifest_json
+from tests.helpers import fasta_bytes, sha256_hex, write_drop, write_manifest_json
 
 pytestmark = pytest.mark.integration
 

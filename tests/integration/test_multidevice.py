@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import command_env, last_json_line, python, run
 
 
 def _run(devices: int, out: Path) -> dict:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.integration.multidevice_worker", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    flags = f"--xla_force_host_platform_device_count={devices}"
+    env = command_env(JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
+    proc = run(python("-m", "tests.integration.multidevice_worker", out), env=env)
+    return last_json_line(proc.stdout)
 
 
 def test_eight_devices_match_one(tmp_path) -> None:

@@ -10,24 +10,22 @@ from pathlib import Path
 import pytest
 from bioscan_resources.accelerator import AcceleratorResource
 from bioscan_resources.storage import StorageResource
-from bioscan_resources.tracking import WandbResource, read_offline_run, resolve_mode
+from bioscan_resources.tracking import WandbResource, resolve_mode
 from dagster import AssetMaterialization, DagsterInstance, Definitions
 
-from bioscan_assets.assets.tune import (
-    GENUS_METRIC,
-    REPORT_KEY,
-    tune_and_evaluate,
-    tune_assets,
-    tune_checks,
-)
+from bioscan_assets.assets.evaluate import GENUS_METRIC
+from bioscan_assets.assets.keys import REPORT_KEY
+from bioscan_assets.assets.tune import tune_and_evaluate, tune_assets, tune_checks
 from bioscan_assets.core.classify.knn_baseline import IndexNotReady, check_indexed
 from bioscan_assets.core.embedding.accelerator import Accelerator
 from bioscan_assets.core.embedding.compute import EmbeddingExecutor, embed_partition
-from bioscan_assets.core.index import vector_index as vi
+from bioscan_assets.core.index import upsert as vi
 from bioscan_assets.core.model.presets import load_model
 from bioscan_assets.core.storage import Store
-from tests.pipeline_helpers import ingest, write_fasta_drop
+from tests.helpers import write_drop
+from tests.pipeline_helpers import ingest
 from tests.synthetic_taxa import make_reference, taxonomy_tsv
+from tests.wandb_offline import read_offline_run
 
 pytestmark = [pytest.mark.integration]
 REF, FIELD = "lab-a/REF-1", "lab-a/FIELD-1"
@@ -45,10 +43,10 @@ def _pipeline(tmp_path: Path, index: bool = True) -> tuple[Store, Store]:
     """A reference drop and a field drop through shards, embeddings and the index (core code)."""
     landing = tmp_path / "landing"
     ids, seqs, lineages = make_reference(seed=21)
-    write_fasta_drop(
-        landing, "lab-a", "REF-1", dict(zip(ids, seqs, strict=True)), taxonomy_tsv(ids, lineages)
-    )
-    write_fasta_drop(landing, "lab-a", "FIELD-1", {"read-1": seqs[0][:300], "read-2": seqs[7]})
+    reference = dict(zip(ids, seqs, strict=True))
+    write_drop(landing, "lab-a", "REF-1", sequences=reference, taxonomy=taxonomy_tsv(ids, lineages))
+    field = {"read-1": seqs[0][:300], "read-2": seqs[7]}
+    write_drop(landing, "lab-a", "FIELD-1", sequences=field)
     landing_store, store = Store(str(landing)), Store(str(tmp_path / "storage"))
     executor = EmbeddingExecutor(load_model("tiny"), Accelerator.discover())
     for key in (REF, FIELD):
@@ -112,15 +110,21 @@ def test_tune_and_evaluate_end_to_end(tmp_path):
     )
     assert store.size(f"{folder}/adapter.safetensors") < 200_000
 
-    # report files next to the run manifest
+    # report files under reports/ (this run's folder, the newest also under latest/), linked
+    # from the materialisation; the run manifest stays under manifests/
     report_meta = result.asset_materializations_for_node("evaluation_report")[0].metadata
     manifest = f"manifests/evaluation_report/_global/{result.run_id}.json"
     assert store.exists(manifest)
-    html = store.read_bytes(f"manifests/evaluation_report/_global/{result.run_id}/report.html")
-    assert b"NOT pretrained" in html and html.count(b"<svg") >= 3
-    metrics = json.loads(
-        store.read_bytes(f"manifests/evaluation_report/_global/{result.run_id}/metrics.json")
+    reports = f"reports/evaluation/tenant=lab-a/{result.run_id}"
+    assert report_meta["report"].value == store.url(f"{reports}/report.html")
+    assert report_meta["latest_report"].value == store.url(
+        "reports/evaluation/tenant=lab-a/latest/report.html"
     )
+    html = store.read_bytes(f"{reports}/report.html")
+    assert html == store.read_bytes("reports/evaluation/tenant=lab-a/latest/report.html")
+    assert b"NOT pretrained" in html and html.count(b"<svg") >= 3
+    metrics = json.loads(store.read_bytes(f"{reports}/metrics.json"))
+    assert report_meta["metrics_json"].value == store.url(f"{reports}/metrics.json")
     assert set(metrics["methods"]) == {"lora", "knn", "kmer_nb"}
     assert metrics["test"]["unseen_genus"] > 0 and metrics["test"]["seen_genus"] > 0
     # on these well-separated synthetic genera the k-mer baseline is reliable

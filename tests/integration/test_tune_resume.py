@@ -8,47 +8,43 @@ depend on (seed, step) only and the optimiser state is checkpointed with the wei
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import command_env, last_json_line, python, run, start
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _cmd(workdir: Path, storage: Path, out: Path, cache: Path, delay: float = 0.0) -> list[str]:
-    return [
-        sys.executable,
+    return python(
         "-m",
         "tests.integration.tune_worker",
-        str(workdir),
-        str(storage),
-        str(out),
+        workdir,
+        storage,
+        out,
         "--steps",
         "30",
         "--step-delay",
         str(delay),
         "--cache",
-        str(cache),
-    ]
+        cache,
+    )
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    return command_env(JAX_PLATFORMS="cpu")
 
 
 def _run(cmd: list[str]) -> dict:
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return last_json_line(run(cmd, env=_env(), timeout=900).stdout)
 
 
 def _committed_steps(storage: Path) -> list[int]:
@@ -70,9 +66,8 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert reference["done"] == 30 and reference["resumed_from"] is None
 
     work, store, out = tmp_path / "work", tmp_path / "store", tmp_path / "out.npz"
-    proc = subprocess.Popen(
+    proc = start(
         _cmd(work, store, out, cache, delay=0.4),
-        cwd=REPO,
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -17,7 +17,9 @@ from flax.traverse_util import flatten_dict
 from bioscan_assets.core.embedding.accelerator import Accelerator
 from bioscan_assets.core.model.presets import load_model
 from bioscan_assets.core.storage import Store
-from bioscan_assets.core.tuning.training import TrainConfig, make_split, train_classifier
+from bioscan_assets.core.tuning.config import TrainConfig
+from bioscan_assets.core.tuning.loop import train_classifier
+from bioscan_assets.core.tuning.split import make_split
 from tests.synthetic_taxa import make_reference
 
 

@@ -20,6 +20,7 @@ from bioscan_assets.core.model.checkpoint import CheckpointError, load_checkpoin
 from bioscan_assets.core.model.nt_model import mean_pool
 from bioscan_assets.core.model.presets import load_model
 from bioscan_assets.core.model.tokenizer import NTTokenizer
+from tests.helpers import random_dna
 
 LENGTHS = [5, 37, 120, 301, 700]  # bases; with 4% N the longest is ~200 of 256 tokens
 FP32_TOLERANCE = 1e-4
@@ -81,7 +82,7 @@ def _hf_model(tmp_path, safe: bool = True, masked_lm: bool = False):
 
 def _batch(tokenizer: NTTokenizer, seed: int = 1):
     rng = np.random.default_rng(seed)
-    seqs = ["".join(rng.choice(list("ACGTN"), n, p=[0.24] * 4 + [0.04])) for n in LENGTHS]
+    seqs = [random_dna(rng, n, alphabet="ACGTN", p=[0.24] * 4 + [0.04]) for n in LENGTHS]
     encoded = tokenizer.encode_batch(seqs)
     encoded[2][5] = tokenizer.mask_id  # exercise the token_dropout rescaling
     width = max(len(e) for e in encoded) + 3  # every row padded, the longest too

@@ -10,7 +10,7 @@ from bioscan_assets.core.ingest import scan as drop_scan
 from bioscan_assets.core.ingest.scan import ScanState, load_state, save_state, scan_landing
 from bioscan_assets.core.layout import quarantine_record
 from bioscan_assets.core.storage import Store
-from tests.drop_helpers import fasta_bytes, write_drop, write_manifest_json
+from tests.helpers import fasta_bytes, write_drop, write_manifest_json
 
 
 @pytest.fixture

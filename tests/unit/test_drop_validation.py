@@ -16,7 +16,7 @@ from bioscan_assets.core.ingest.validation import (
     validate_drop,
 )
 from bioscan_assets.core.storage import Store
-from tests.drop_helpers import fasta_bytes, sha256_hex, write_drop, write_manifest_json
+from tests.helpers import fasta_bytes, sha256_hex, write_drop, write_manifest_json
 
 LOC = "acme-lab/S001/sample.json"
 SHA = "a" * 64

@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 from bioscan_assets.core.embedding.accelerator import Accelerator
-from bioscan_assets.core.embedding.batching import bucket_ladder, pack_batches, split_windows
+from bioscan_assets.core.embedding.batching import (
+    _rows_at_least,
+    bucket_ladder,
+    pack_batches,
+    split_rows,
+    split_windows,
+)
 from bioscan_assets.core.embedding.compute import EmbeddingExecutor
 from bioscan_assets.core.model.presets import load_model
+from tests.helpers import random_dna
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +26,7 @@ def executor() -> EmbeddingExecutor:
 
 
 def _random_seqs(rng: np.random.Generator, lengths) -> list[str]:
-    return ["".join(rng.choice(list("ACGT"), n)) for n in lengths]
+    return [random_dna(rng, n) for n in lengths]
 
 
 def test_batches_cover_every_row_once_within_budget() -> None:
@@ -34,6 +41,17 @@ def test_batches_cover_every_row_once_within_budget() -> None:
             if row >= 0:
                 np.testing.assert_array_equal(batch.ids[slot, : len(tokens[row])], tokens[row])
     assert sorted(seen) == list(range(300))
+
+
+def test_last_batch_pads_little() -> None:
+    for n in range(1, 300):
+        sizes = split_rows(n)
+        waste = sum(sizes) - n
+        assert waste >= 0 and (waste * 8 <= n or waste <= 2), n
+        assert len(sizes) <= n.bit_length() and all(_rows_at_least(s) == s for s in sizes), n
+    tokens = [np.arange(40, dtype=np.int32) + 5 for _ in range(106)]
+    batches = list(pack_batches(tokens, pad_id=1, max_tokens=64, token_budget=8192))
+    assert sorted(b.ids.shape[0] for b in batches) == [12, 96]  # not one batch of 128
 
 
 def test_ladder_is_bounded_and_increasing() -> None:

@@ -1,9 +1,5 @@
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -16,21 +12,15 @@ from bioscan_assets.core.model import lora
 from bioscan_assets.core.model.nt_model import NucleotideTransformer
 from bioscan_assets.core.model.presets import PRESETS, load_model
 from bioscan_assets.core.storage import Store
-from bioscan_assets.core.tuning.training import (
-    Adapter,
-    LabelVocab,
-    TaxonomyPredictor,
-    TrainConfig,
-    _loss_terms,
-    load_adapter,
-    make_split,
-    save_adapter,
-    train_classifier,
-    training_batch,
-)
+from bioscan_assets.core.tuning.adapter import Adapter, load_adapter, save_adapter
+from bioscan_assets.core.tuning.batches import training_batch
+from bioscan_assets.core.tuning.config import TrainConfig
+from bioscan_assets.core.tuning.labels import LabelVocab
+from bioscan_assets.core.tuning.loop import _loss_terms, train_classifier
+from bioscan_assets.core.tuning.predictor import TaxonomyPredictor
+from bioscan_assets.core.tuning.split import make_split
+from tests.helpers import command_env, python, run
 from tests.synthetic_taxa import make_reference
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_trainable_fraction_of_nt_2_5b_is_computed_from_the_config_alone():
@@ -217,7 +207,8 @@ _DP_SCRIPT = """
 import json, sys
 from bioscan_assets.core.embedding.accelerator import Accelerator
 from bioscan_assets.core.model.presets import load_model
-from bioscan_assets.core.tuning.training import TrainConfig, train_classifier
+from bioscan_assets.core.tuning.config import TrainConfig
+from bioscan_assets.core.tuning.loop import train_classifier
 from tests.synthetic_taxa import make_reference
 ids, seqs, lins = make_reference(seed=2)
 acc = Accelerator.discover()
@@ -230,16 +221,8 @@ print(json.dumps({"devices": acc.device_count, "loss": [h["loss"] for h in r.his
 @pytest.mark.slow
 def test_data_parallel_on_eight_devices_matches_one(tmp_path):
     """The same 3 steps with the batch sharded over a simulated 8-device mesh and on one device."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    proc = subprocess.run(
-        [sys.executable, "-c", _DP_SCRIPT, str(tmp_path / "w8")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    env = command_env(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    proc = run(python("-c", _DP_SCRIPT, tmp_path / "w8"), env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     eight = json.loads(proc.stdout.strip().splitlines()[-1])
     assert eight["devices"] == 8

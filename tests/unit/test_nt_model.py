@@ -15,6 +15,9 @@ from bioscan_assets.core.model.presets import PRESETS, load_model, random_params
 
 # Pinned: the tiny preset's weights must be the same on every machine and numpy version.
 TINY_HASH = "d59ff535ad354d5a5f18842d0aff50ed1876edd0024f830f561fac64ead1881b"
+# Pinned too (the value before published names became Hub checkpoints): embeddings filed under
+# the demo model's weights stay valid.
+DEMO_HASH = "b7ac18a9d4b0ceda569b7e36e8e74d385e71ebd92280289f25d6672899421901"
 
 
 def _apply(module, variables, ids, mask):
@@ -81,8 +84,16 @@ def test_preset_weights_are_deterministic() -> None:
     assert load_model("tiny") is load_model(" tiny ".strip())  # cached per spec
 
 
+def test_demo_weights_are_unchanged() -> None:
+    demo = load_model("demo")
+    assert demo.weights_hash == DEMO_HASH and demo.model_id == "demo"
+    assert demo.pretrained is False and demo.source.startswith("preset:demo (random weights")
+
+
 def test_unknown_model_spec_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"'no-such-model' is neither a preset \(nt-2\.5b"):
+        load_model("no-such-model")
+    with pytest.raises(ValueError, match=r"random-nt-2\.5b.* or Hugging Face Hub id org/name"):
         load_model("no-such-model")
 
 

@@ -21,7 +21,6 @@ from dagster import (
 from bioscan_assets.assets.provenance import (
     bioscan_run_tags,
     embedding_data_version,
-    lineage_inputs,
     model_code_version,
     record_provenance,
     run_trigger,
@@ -29,9 +28,12 @@ from bioscan_assets.assets.provenance import (
     shard_data_version,
 )
 from bioscan_assets.core.governance import provenance
-from bioscan_assets.core.governance.costs import Prices, estimate_cost, sum_costs
+from bioscan_assets.core.governance.costs import sum_costs
+from bioscan_assets.core.governance.lineage import lineage_inputs
+from bioscan_assets.core.governance.prices import Prices, estimate_cost
 from bioscan_assets.core.storage import Store
-from tests.pipeline_helpers import ingest, write_fasta_drop
+from tests.helpers import random_dna, write_drop
+from tests.pipeline_helpers import ingest
 
 SHA = "ab" * 32
 
@@ -244,8 +246,8 @@ def test_record_provenance_on_direct_invocation(tmp_path):
 def _drop(landing: Path, n: int = 300, alphabet: str = "ACGTN") -> dict[str, str]:
     rng = np.random.default_rng(5)
     weights = [0.24] * 4 + [0.04] if "N" in alphabet else None
-    seqs = {f"r{i}": "".join(rng.choice(list(alphabet), 120, p=weights)) for i in range(n)}
-    write_fasta_drop(landing, "acme-lab", "S1", seqs, taxonomy={"r1": "k__Bacteria; p__X"})
+    seqs = {f"r{i}": random_dna(rng, 120, alphabet=alphabet, p=weights) for i in range(n)}
+    write_drop(landing, "acme-lab", "S1", sequences=seqs, taxonomy={"r1": "k__Bacteria; p__X"})
     return seqs
 
 
@@ -309,7 +311,7 @@ def _stale_graph(landing: Store, store: Store, settings: dict, model_spec: str):
     """sequence_shards (the real core writer) -> sequence_embeddings, with our data versions."""
     from dagster import DataVersion
 
-    from bioscan_assets.core.ingest.shards import ShardConfig
+    from bioscan_assets.core.ingest.shard_config import ShardConfig
 
     @asset(key="sequence_shards", partitions_def=samples, code_version="shards-1")
     def shards(context) -> MaterializeResult:

@@ -12,14 +12,13 @@ from bioscan_assets.core.ingest.raw import copy_drop, read_raw_manifest
 from bioscan_assets.core.ingest.validation import validate_drop
 from bioscan_assets.core.layout import raw_blob, raw_manifest
 from bioscan_assets.core.storage import Store
+from tests.helpers import taxonomy_text, write_drop
 from tests.ingest_data import (
     fasta_text,
     fastq_text,
     random_reads,
-    taxonomy_text,
     write_aligned_cram,
     write_reference,
-    write_sample_json,
 )
 
 TENANT = "acme-lab"
@@ -38,7 +37,9 @@ def test_copy_verifies_counts_and_writes_manifest_last(tmp_path):
     fq = fastq_text(random_reads(11, seed=2))
     folder, landing, store = setup(tmp_path, a__fasta=fa, b__fq=fq)
     (folder / "taxonomy.tsv").write_bytes(taxonomy_text([("read0", "k__Bacteria")]))
-    raw_json = write_sample_json(folder, ["a.fasta", "b.fq"], taxonomy="taxonomy.tsv", note="x")
+    listed = ["a.fasta", "b.fq"]
+    write_drop(landing, TENANT, "S1", listed=listed, taxonomy="taxonomy.tsv", extra={"note": "x"})
+    raw_json = landing.read_bytes(f"{TENANT}/S1/sample.json")
     drop = validate_drop(landing, TENANT, "S1", manifest=raw_json)
     manifest = copy_drop(landing, store, drop, raw_json)
     assert [(f["path"], f["records"], f["format"]) for f in manifest["files"]] == [
@@ -60,8 +61,9 @@ def test_copy_verifies_counts_and_writes_manifest_last(tmp_path):
 
 def test_existing_blobs_are_not_rewritten(tmp_path):
     fa = fasta_text(random_reads(3, quality=False))
-    folder, landing, store = setup(tmp_path, a__fasta=fa)
-    raw_json = write_sample_json(folder, ["a.fasta"])
+    _folder, landing, store = setup(tmp_path, a__fasta=fa)
+    write_drop(landing, TENANT, "S1", listed=["a.fasta"])
+    raw_json = landing.read_bytes(f"{TENANT}/S1/sample.json")
     drop = validate_drop(landing, TENANT, "S1", manifest=raw_json)
     first = copy_drop(landing, store, drop, raw_json)
     blob = tmp_path / "storage" / first["files"][0]["blob"]
@@ -73,7 +75,8 @@ def test_existing_blobs_are_not_rewritten(tmp_path):
 
 def test_changed_file_is_refused_and_nothing_published(tmp_path):
     folder, landing, store = setup(tmp_path, a__fasta=fasta_text(random_reads(3, quality=False)))
-    raw_json = write_sample_json(folder, ["a.fasta"])
+    write_drop(landing, TENANT, "S1", listed=["a.fasta"])
+    raw_json = landing.read_bytes(f"{TENANT}/S1/sample.json")
     drop = validate_drop(landing, TENANT, "S1", manifest=raw_json)
     (folder / "a.fasta").write_bytes(fasta_text(random_reads(4, quality=False)))
     with pytest.raises(DropError) as err:
@@ -88,7 +91,8 @@ def test_changed_file_is_refused_and_nothing_published(tmp_path):
 def test_malformed_taxonomy_fails_at_copy_time(tmp_path):
     folder, landing, store = setup(tmp_path, a__fasta=fasta_text(random_reads(3, quality=False)))
     (folder / "taxonomy.tsv").write_bytes(b"Feature ID\tTaxon\nread0\tk__A; c__B\n")
-    raw_json = write_sample_json(folder, ["a.fasta"], taxonomy="taxonomy.tsv")
+    write_drop(landing, TENANT, "S1", listed=["a.fasta"], taxonomy="taxonomy.tsv")
+    raw_json = landing.read_bytes(f"{TENANT}/S1/sample.json")
     drop = validate_drop(landing, TENANT, "S1", manifest=raw_json)
     with pytest.raises(DropError) as err:
         copy_drop(landing, store, drop, raw_json)
@@ -100,7 +104,8 @@ def test_cram_reference_is_copied_and_used(tmp_path):
     ref_seq = write_reference(folder / "ref.fa")
     (folder / "ref.fa.fai").unlink()
     write_aligned_cram(folder / "a.cram", folder / "ref.fa", ref_seq, 25)
-    raw_json = write_sample_json(folder, [{"path": "a.cram", "reference": "ref.fa"}])
+    write_drop(landing, TENANT, "S1", listed=[{"path": "a.cram", "reference": "ref.fa"}])
+    raw_json = landing.read_bytes(f"{TENANT}/S1/sample.json")
     drop = validate_drop(landing, TENANT, "S1", manifest=raw_json)
     manifest = copy_drop(landing, store, drop, raw_json)
     assert manifest["files"][0]["records"] == 25

@@ -17,23 +17,22 @@ from bioscan_resources.retention import RetentionResource
 from bioscan_resources.storage import StorageResource
 from dagster import AssetKey, DagsterInstance
 
-from bioscan_assets.assets.provenance import lineage_inputs
 from bioscan_assets.assets.retention import RETENTION_OP, retention_job
-from bioscan_assets.core.governance import provenance, retention
-from bioscan_assets.core.governance.retention import (
-    AuditLog,
-    Deletion,
-    ProtectedPathError,
-    apply_retention,
-    format_plan,
-    load_policies,
-    partition_state,
-    plan_retention,
-    read_audit,
-)
-from bioscan_assets.core.ingest.shards import ShardConfig, iter_shard_batches
+from bioscan_assets.core.governance import provenance
+from bioscan_assets.core.governance.apply import apply_retention
+from bioscan_assets.core.governance.audit import AuditLog, read_audit
+from bioscan_assets.core.governance.deletion import Deletion, ProtectedPathError, format_plan
+from bioscan_assets.core.governance.lineage import lineage_inputs
+from bioscan_assets.core.governance.listing import modified_at
+from bioscan_assets.core.governance.partition_state import clear_tombstone, partition_state
+from bioscan_assets.core.governance.planners import plan_retention
+from bioscan_assets.core.governance.policy import load_policies
+from bioscan_assets.core.governance.record import record_run
+from bioscan_assets.core.ingest.shard_config import ShardConfig
+from bioscan_assets.core.ingest.shard_reader import iter_shard_batches
 from bioscan_assets.core.storage import Store
-from tests.pipeline_helpers import ingest, write_fasta_drop
+from tests.helpers import random_dna, write_drop
+from tests.pipeline_helpers import ingest
 
 TENANT = "acme-lab"
 SMALL_PARTS = ShardConfig(rows_per_part=8)  # several parts per sample
@@ -50,7 +49,7 @@ PROTECTED_FILES = {
 
 def _sequences(seed: int, n: int = 24) -> dict[str, str]:
     rng = np.random.default_rng(seed)
-    return {f"read{i}": "".join(rng.choice(list("ACGT"), 120)) for i in range(n)}
+    return {f"read{i}": random_dna(rng, 120) for i in range(n)}
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -81,7 +80,7 @@ def template(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("retention")
     landing_dir, storage_dir, home_dir = root / "landing", root / "storage", root / "home"
     for i, sample in enumerate(("S1", "S2", "S3")):
-        write_fasta_drop(landing_dir, TENANT, sample, _sequences(i))
+        write_drop(landing_dir, TENANT, sample, sequences=_sequences(i))
     landing, store = Store(str(landing_dir)), Store(str(storage_dir))
     executor = EmbeddingExecutor(load_model("tiny"), Accelerator.discover(), token_budget=1024)
     for sample in ("S1", "S2", "S3"):
@@ -148,7 +147,6 @@ def env(template, tmp_path):
 POLICIES = load_policies(
     overrides={
         "policies": {
-            "jax_cache": {"max_bytes": 800, "max_age_days": 60},
             "lancedb": {"cleanup_older_than_days": 0},
         }
     }
@@ -181,8 +179,8 @@ def test_plan_follows_lineage_and_policies(env):
     assert by_policy["checkpoints"][3].files[0].endswith("/1/_CHECKPOINT_METADATA")
     (lance,) = by_policy["lancedb"]
     assert lance.versions == (1, 2)  # the tag on 3 keeps 3 and newer; latest always kept
-    assert [d.details for d in by_policy["jax_cache"]] == [(("entry", "k1"),), (("entry", "k2"),)]
-    assert by_policy["jax_cache"][0].files == ("jax_cache/k1-cache", "jax_cache/k1-atime")
+    # JAX caps its compilation cache itself: retention never looks inside it
+    assert not [d for d in plan if any("jax_cache/" in f for f in d.files)]
     wandb_targets = [d.target for d in by_policy["wandb"]]
     assert wandb_targets == [
         "wandb/offline-run-20261001_000000-aaa",
@@ -234,8 +232,7 @@ def test_dry_run_lists_exactly_what_the_real_run_deletes(env):
     assert not [
         d
         for d in again
-        if d.policy
-        in ("sequence_shards", "sequence_embeddings", "checkpoints", "jax_cache", "wandb")
+        if d.policy in ("sequence_shards", "sequence_embeddings", "checkpoints", "wandb")
     ]
 
 
@@ -252,7 +249,7 @@ def test_expired_partition_shows_as_such_and_rematerialising_restores_it(env):
     ingest(Store(str(root / "landing")), store, TENANT, "S1", SMALL_PARTS)
     assert partition_state(store, "sequence_shards", TENANT, "S1") == "live"
     assert sum(b.num_rows for b in iter_shard_batches(store, TENANT, "S1")) == 24
-    assert retention.clear_tombstone(store, "sequence_shards", TENANT, "S1")
+    assert clear_tombstone(store, "sequence_shards", TENANT, "S1")
     assert not store.exists(f"shards/tenant={TENANT}/sample=S1/_expired.json")
 
 
@@ -430,7 +427,7 @@ def test_retention_job_reports_observations(env):
                 "policies: {sequence_shards: {expire_after_days: 0}, "
                 "sequence_embeddings: {expire_after_days: 0}, "
                 "checkpoints: {idle_hours: 0}, lancedb: {enabled: false}, "
-                "jax_cache: {enabled: false}, wandb: {enabled: false}}"
+                "wandb: {enabled: false}}"
             ),
         ),
     }
@@ -471,5 +468,34 @@ def test_audit_log_on_gcs_writes_one_object_per_record(gcs_bucket):
     ]
     assert [r["n"] for r in read_audit(store)] == [1, 2, 3]
     store.write_bytes("x/y.json", b"{}")
-    stamp = retention.modified_at(store, "x/y.json")
+    stamp = modified_at(store, "x/y.json")
     assert stamp is not None and abs((datetime.now(UTC) - stamp).total_seconds()) < 600
+
+
+def test_recording_a_rematerialised_partition_clears_its_tombstone(env):
+    root, store, home = env
+    plan = [d for d in _plan(store, home) if d.policy.startswith("sequence_")]
+    apply_retention(store, plan, AuditLog(store, "run-10"), policies=POLICIES, home=home)
+    shard_stone = f"shards/tenant={TENANT}/sample=S1/_expired.json"
+    emb_folder = f"embeddings/tiny/tenant={TENANT}/sample=S1"
+    assert store.exists(shard_stone) and store.exists(f"{emb_folder}/_expired.json")
+
+    def manifest(asset, run_id, model=None):
+        return provenance.build_run_manifest(asset, f"{TENANT}/S1", run_id=run_id, model=model)
+
+    # a run manifest alone (no new partition manifest) keeps the tombstone
+    record_run(store, manifest("sequence_shards", "r-0"))
+    assert partition_state(store, "sequence_shards", TENANT, "S1") == "expired"
+    ingest(Store(str(root / "landing")), store, TENANT, "S1", SMALL_PARTS)
+    rel = record_run(store, manifest("sequence_shards", "r-1"))
+    assert rel == f"manifests/sequence_shards/tenant={TENANT}/sample=S1/r-1.json"
+    assert store.exists(rel) and not store.exists(shard_stone)
+    assert partition_state(store, "sequence_embeddings", TENANT, "S1", "tiny") == "expired"
+    # embeddings materialised again: cleared only when the manifest names the model
+    stone = json.loads(store.read_bytes(f"{emb_folder}/_expired.json"))
+    store.write_bytes(f"{emb_folder}/_manifest.json", json.dumps(stone["manifest"]).encode())
+    record_run(store, manifest("sequence_embeddings", "r-2"))
+    assert store.exists(f"{emb_folder}/_expired.json")
+    record_run(store, manifest("sequence_embeddings", "r-3", model={"model_id": "tiny"}))
+    assert not store.exists(f"{emb_folder}/_expired.json")
+    assert partition_state(store, "sequence_embeddings", TENANT, "S1", "tiny") == "live"

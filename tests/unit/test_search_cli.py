@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,12 +15,11 @@ from bioscan_assets.cli import main
 from bioscan_assets.core.embedding.accelerator import Accelerator
 from bioscan_assets.core.embedding.compute import EmbeddingExecutor, embed_partition
 from bioscan_assets.core.index import search as api
-from bioscan_assets.core.index import vector_index as vi
+from bioscan_assets.core.index.upsert import upsert_partition
 from bioscan_assets.core.model.presets import load_model
 from bioscan_assets.core.storage import Store
-from tests.index_helpers import GENERA, make_shards, random_dna
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import random_dna, run
+from tests.index_helpers import GENERA, make_shards
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +29,9 @@ def index(tmp_path_factory) -> dict:
     store = Store(str(tmp / "storage"))
     executor = EmbeddingExecutor(load_model("tiny"), Accelerator.discover(), token_budget=2048)
     rng = np.random.default_rng(3)
-    ref = dict(zip([f"r{i}" for i in range(16)], random_dna(rng, 16, 90), strict=True))
+    ref = {f"r{i}": random_dna(rng, 90) for i in range(16)}
     genus = {name: list(GENERA)[i % 4] for i, name in enumerate(ref)}
-    field = dict(zip([f"r{i}" for i in range(4)], random_dna(rng, 4, 90), strict=True))
+    field = {f"r{i}": random_dna(rng, 90) for i in range(4)}
     drops = [
         ("acme", "REF", ref, {k: GENERA[g] for k, g in genus.items()}),
         ("acme", "FIELD", field, None),
@@ -42,7 +40,7 @@ def index(tmp_path_factory) -> dict:
     for tenant, sample, seqs, taxonomy in drops:
         make_shards(tmp, store, tenant, sample, seqs, taxonomy)
         embed_partition(store, tenant, sample, executor)
-        vi.upsert_partition(store, tenant, sample, "tiny")
+        upsert_partition(store, tenant, sample, "tiny")
     return {"root": store.root, "store": store, "ref": ref, "genus": genus, "tmp": tmp}
 
 
@@ -55,9 +53,7 @@ def _run(capsys, index, *args: str) -> tuple[int, str, str]:
 def test_help_in_a_real_subprocess() -> None:
     exe = Path(sys.executable).parent / "bioscan"
     command = [str(exe)] if exe.exists() else [shutil.which("bioscan") or "bioscan"]
-    done = subprocess.run(
-        [*command, "search", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
+    done = run([*command, "search", "--help"], timeout=120)
     assert done.returncode == 0, done.stderr
     for text in ("--tenant", "--sequence-id", "--fasta", "--rank", "examples:", "exit status"):
         assert text in done.stdout

@@ -5,40 +5,34 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import xxhash
 
 from bioscan_assets.core.errors import DropError
 from bioscan_assets.core.ingest.drops import DropFile
+from bioscan_assets.core.ingest.normalise import normalise, segment_counts
 from bioscan_assets.core.ingest.raw import copy_drop, read_raw_manifest
-from bioscan_assets.core.ingest.shards import (
-    HashSet64,
-    IdAssigner,
-    ShardConfig,
-    iter_shard_batches,
-    normalise,
-    pair_read_numbers,
-    read_shard_manifest,
-    segment_counts,
-    write_shards,
-)
+from bioscan_assets.core.ingest.sequence_hash import sequence_hash
+from bioscan_assets.core.ingest.sequence_ids import HashSet64, IdAssigner, pair_read_numbers
+from bioscan_assets.core.ingest.shard_config import ShardConfig
+from bioscan_assets.core.ingest.shard_reader import iter_shard_batches, read_shard_manifest
+from bioscan_assets.core.ingest.shard_writer import write_shards
 from bioscan_assets.core.ingest.validation import parse_sample_json, validate_drop
 from bioscan_assets.core.layout import raw_blob, shard_dir
 from bioscan_assets.core.schema import SHARD_SCHEMA
 from bioscan_assets.core.storage import Store
+from tests.helpers import random_dna, taxonomy_text, write_drop
 from tests.ingest_data import (
     Read,
     fasta_text,
     fastq_text,
     random_reads,
-    taxonomy_text,
     write_bytes,
-    write_sample_json,
     write_unaligned_bam,
 )
 
@@ -46,15 +40,11 @@ TENANT, SAMPLE = "acme-lab", "S1"
 
 
 def make_drop(root: Path, files: dict[str, bytes], *, sample: str = SAMPLE, **manifest) -> Path:
-    folder = root / "landing" / TENANT / sample
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
     entries = manifest.pop("entries", None) or [
         n for n in files if n not in ("taxonomy.tsv",) and not n.endswith(".fa.ref")
     ]
-    write_sample_json(folder, entries, **manifest)
-    return folder
+    write_drop(root / "landing", TENANT, sample, files, listed=entries, extra=manifest)
+    return root / "landing" / TENANT / sample
 
 
 def ingest(root: Path, config: ShardConfig | None = None, *, sample: str = SAMPLE):
@@ -320,10 +310,53 @@ def test_missing_manifest_message(tmp_path):
 
 
 def test_sequences_never_appear_in_errors(tmp_path):
-    seq = "".join(random.Random(1).choice("ACGT") for _ in range(150))
+    seq = random_dna(np.random.default_rng(1), 150)
     path = tmp_path / "x.fq"
     path.write_text(f"@r1\n{seq}\n+\n{'I' * 100}\n")
     make_drop(tmp_path, {"x.fq": path.read_bytes()})
     with pytest.raises(DropError) as err:
         ingest(tmp_path)
     assert seq[:20] not in str(err.value)
+
+
+# --- the sequence hash (shard format 2) ------------------------------------------------------
+
+
+def test_rows_carry_the_hash_of_their_normalised_sequence(tmp_path):
+    reads = [Read("lower", "acgtu" * 20), Read("upper", "ACGTT" * 20), Read("other", "GATC" * 25)]
+    make_drop(tmp_path, {"r.fa": fasta_text(reads)})
+    store, manifest = ingest(tmp_path)
+    assert manifest["format_version"] == 2
+    got = {row["sequence_id"]: row["sequence_hash"] for row in rows(store)}
+    assert got["lower"] == got["upper"] == xxhash.xxh3_128_hexdigest(b"ACGTT" * 20)
+    assert got["other"] == sequence_hash("GATC" * 25) != got["upper"]
+    assert all(len(h) == 32 and int(h, 16) >= 0 for h in got.values())
+    assert SHARD_SCHEMA.names[:6] == [
+        "sequence_id",
+        "dna_sequence",
+        "taxonomy",
+        "depth",
+        "latitude",
+        "longitude",
+    ]
+    assert SHARD_SCHEMA.names[-1] == "sequence_hash"
+
+
+def test_format_1_shards_get_their_hash_computed_by_the_reader(tmp_path):
+    make_drop(tmp_path, {"r.fq": fastq_text(random_reads(60, seed=5))})
+    store, manifest = ingest(tmp_path, ShardConfig(rows_per_part=25))
+    expected = [(r["sequence_id"], r["sequence_hash"]) for r in rows(store)]
+    folder = tmp_path / "storage" / shard_dir(TENANT, SAMPLE)
+    for entry in manifest["files"]:  # rewrite as the format-1 writer did: no hash column
+        table = pq.read_table(folder / entry["path"]).drop_columns(["sequence_hash"])
+        pq.write_table(table, folder / entry["path"])
+        entry["sha256"] = hashlib.sha256((folder / entry["path"]).read_bytes()).hexdigest()
+    manifest["format_version"] = 1
+    (folder / "_manifest.json").write_text(json.dumps(manifest))
+    for columns in (["sequence_id", "sequence_hash"], None):
+        got = [
+            (r["sequence_id"], r["sequence_hash"])
+            for b in iter_shard_batches(store, TENANT, SAMPLE, columns=columns, batch_rows=7)
+            for r in b.to_pylist()
+        ]
+        assert got == expected

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from bioscan_assets.core.classify.knn_vote import AssignConfig, assign
+from bioscan_assets.core.index import partition_rows as vi
 from bioscan_assets.core.index import search as search_mod
-from bioscan_assets.core.index import vector_index as vi
 from bioscan_assets.core.storage import Store
 from bioscan_assets.core.taxonomy import RANKS
 

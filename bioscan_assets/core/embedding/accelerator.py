@@ -17,19 +17,24 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 log = logging.getLogger(__name__)
-_CACHE_DIR: str | None = None
+_CACHE: tuple[str, int] | None = None
 
 
-def enable_compilation_cache(directory: str) -> None:
-    """Persistent XLA cache, so a new run process does not compile the same shapes again."""
-    global _CACHE_DIR
-    if directory == _CACHE_DIR:
+def enable_compilation_cache(directory: str, max_bytes: int = -1) -> None:
+    """Persistent XLA cache, so a new run process does not compile the same shapes again.
+
+    `max_bytes` (-1: no cap) is JAX's own limit: above it JAX drops the least recently used
+    entries as it writes new ones, so retention need not look inside the cache.
+    """
+    global _CACHE
+    if (directory, max_bytes) == _CACHE:
         return
     os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    _CACHE_DIR = directory
+    jax.config.update("jax_compilation_cache_max_size", max_bytes)
+    _CACHE = (directory, max_bytes)
 
 
 def default_dtype(platform: str) -> Any:
@@ -44,9 +49,11 @@ class Accelerator:
     dtype: Any
 
     @classmethod
-    def discover(cls, dtype: str | None = None, cache_dir: str | None = None) -> Accelerator:
+    def discover(
+        cls, dtype: str | None = None, cache_dir: str | None = None, cache_max_bytes: int = -1
+    ) -> Accelerator:
         if cache_dir:
-            enable_compilation_cache(cache_dir)
+            enable_compilation_cache(cache_dir, cache_max_bytes)
         devices = jax.devices()
         platform = devices[0].platform
         mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,))

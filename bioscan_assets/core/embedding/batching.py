@@ -36,6 +36,31 @@ def _rows_at_least(n: int) -> int:
     return three_quarters if three_quarters >= n else pow2
 
 
+def _rows_at_most(n: int) -> int:
+    """Largest of 1, 2, 3, 4, 6, 8, 12, ... <= n (n >= 1)."""
+    pow2 = 1 << (n.bit_length() - 1)
+    return pow2 + pow2 // 2 if pow2 >= 2 and pow2 + pow2 // 2 <= n else pow2
+
+
+def split_rows(n: int) -> list[int]:
+    """Padded batch sizes for a last `n` rows that do not fill a batch, from the same ladder.
+
+    One batch when padding it costs at most 1/8 of its rows (or two rows); otherwise the largest
+    ladder size that fits goes first and the rest is split again (106 rows -> 96 + 12, not 128). This matters
+    when only the distinct sequences of a sample are embedded: small sets are the rule.
+    """
+    out = []
+    while n > 0:
+        padded = _rows_at_least(n)
+        if (padded - n) * 8 <= n or padded - n <= 2:
+            out.append(padded)
+            break
+        take = _rows_at_most(n)
+        out.append(take)
+        n -= take
+    return out
+
+
 @dataclass
 class Batch:
     ids: np.ndarray  # int32 [B, T], padded
@@ -71,10 +96,15 @@ def pack_batches(
         full = _pow2_at_least(full // device_count) * device_count
         if full * width > token_budget and full > device_count:
             full //= 2
-        for start in range(0, len(members), full):
-            chunk = members[start : start + full]
-            rows = _rows_at_least(-(-len(chunk) // device_count)) * device_count
-            rows = min(rows, full)
+        whole = len(members) // full * full
+        sizes = [full] * (whole // full)
+        if len(members) > whole:  # the rest, per device, in ladder sizes with little padding
+            rest = -(-(len(members) - whole) // device_count)
+            sizes += [min(n * device_count, full) for n in split_rows(rest)]
+        start = 0
+        for rows in sizes:
+            chunk = members[start : start + rows]
+            start += len(chunk)
             ids = np.full((rows, int(width)), pad_id, dtype=np.int32)
             index = np.full(rows, -1, dtype=np.int64)
             for slot, member in enumerate(chunk):

@@ -1,8 +1,15 @@
 """The evaluation report: one self-contained HTML page, a Markdown summary and a JSON of metrics.
 
+The page also shows the adapter's training curves (loss per rank, learning rate) from the
+`losses.json` kept beside it, when the adapter has one.
+
 Plots are drawn with matplotlib (Agg backend) as inline SVG, so the page needs no other file;
 without matplotlib the page keeps every table and says the plots are missing.
-The page says up front, in words, when the base model is not pretrained.
+The page says up front, in words, when the base model is not pretrained. Its summary is the
+Markdown summary rendered (markdown-it-py, raw HTML in it escaped).
+
+Each run writes its own folder (`layout.evaluation_report_dir(tenant)/<run_id>/`) and
+`publish_latest` copies it to `latest/` beside it: the newest report at a stable path.
 """
 
 from __future__ import annotations
@@ -12,10 +19,18 @@ import io
 import json
 from typing import Any
 
+import numpy as np
+from markdown_it import MarkdownIt
+
 from bioscan_assets.core.storage import Store
 from bioscan_assets.core.taxonomy import RANKS
+from bioscan_assets.core.tuning.progress import read_loss_history
 
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
+# CommonMark plus GitHub tables; `html: False` escapes any raw HTML a note might carry
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+LATEST = "latest"
+PAGE = "report.html"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -104,7 +119,6 @@ def _plots(evaluation: dict[str, Any]) -> dict[str, str] | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    import numpy as np
 
     methods = evaluation["methods"]
     names = list(methods)
@@ -180,6 +194,87 @@ def _plots(evaluation: dict[str, Any]) -> dict[str, str] | None:
     return out
 
 
+def _loss_plot(losses: dict[str, Any]) -> str | None:
+    """Training loss (overall and per rank) and learning rate against the step, as SVG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+
+    def series(values: list[float | None]) -> np.ndarray:
+        return np.asarray([np.nan if v is None else v for v in values], float)
+
+    steps = np.asarray(losses["steps"])
+    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(14, 4.2), gridspec_kw={"width_ratios": [3, 1]})
+    cmap = plt.get_cmap("viridis")
+    for i, rank in enumerate(RANKS):
+        values = losses["loss_per_rank"].get(rank)
+        if values:
+            ax.plot(
+                steps, series(values), lw=1.1, color=cmap(i / max(len(RANKS) - 1, 1)), label=rank
+            )
+    ax.plot(steps, series(losses["loss"]), lw=2.4, color="#d62728", label="weighted total")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy")
+    ax.set_title("training loss per rank", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    ax_lr.plot(steps, series(losses["learning_rate"]), color="#444")
+    ax_lr.set_xlabel("step")
+    ax_lr.set_title("learning rate", fontsize=10)
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax_lr.grid(alpha=0.3)
+    fig.tight_layout()
+    svg = _svg(fig)
+    plt.close(fig)
+    return svg
+
+
+def _loss_table(losses: dict[str, Any]) -> str:
+    """First, last and lowest loss per rank: the curves' numbers, with or without matplotlib."""
+
+    def cells(values: list[float | None]) -> list[str]:
+        kept = [v for v in values if v is not None]
+        if not kept:
+            return ["–"] * 3
+        return [f"{kept[0]:.4f}", f"{kept[-1]:.4f}", f"{min(kept):.4f}"]
+
+    rows = [("weighted total", losses["loss"])] + [
+        (rank, losses["loss_per_rank"].get(rank) or []) for rank in RANKS
+    ]
+    body = "".join(
+        "<tr><td>{}</td>{}</tr>".format(
+            html.escape(name), "".join(f"<td>{c}</td>" for c in cells(values))
+        )
+        for name, values in rows
+    )
+    head = "<th>loss</th><th>first step</th><th>last step</th><th>lowest</th>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _training_section(losses: dict[str, Any] | None) -> list[str]:
+    """The adapter's training curves, or a line saying it kept none."""
+    heading = "<h2>Training curves</h2>"
+    if not losses or not losses.get("steps"):
+        return [
+            heading,
+            "<p><em>This adapter kept no loss history (saved before losses.json was kept, or its "
+            "run resumed with no step left to train).</em></p>",
+        ]
+    first, last = losses["steps"][0], losses["steps"][-1]
+    note = f"Steps {first} to {last} of the LoRA training run."
+    if first > 1:
+        note += (
+            f" The run resumed from a checkpoint at step {first - 1}; earlier steps are in the "
+            "earlier run's event log and W&B history."
+        )
+    plot = _loss_plot(losses)
+    return [heading, f"<p>{note}</p>", *([plot] if plot else []), _loss_table(losses)]
+
+
 # --- HTML --------------------------------------------------------------------------------------
 
 
@@ -211,7 +306,10 @@ def _metrics_table(method: dict[str, Any]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def render_html(evaluation: dict[str, Any], summary_md: str) -> str:
+def render_html(
+    evaluation: dict[str, Any], summary_md: str, losses: dict[str, Any] | None = None
+) -> str:
+    """The page; `losses` is the adapter's loss history (`core.tuning.progress`), if any."""
     plots = _plots(evaluation)
     esc = html.escape
     parts = [
@@ -236,7 +334,7 @@ def render_html(evaluation: dict[str, Any], summary_md: str) -> str:
             esc(str((evaluation.get("adapter") or {}).get("version"))),
         )
     )
-    parts.append("<h2>Summary</h2><pre>" + esc(summary_md) + "</pre>")
+    parts.append("<h2>Summary</h2><div class='summary'>" + _MARKDOWN.render(summary_md) + "</div>")
     if plots is None:
         parts.append("<p><em>matplotlib is not installed: plots are left out.</em></p>")
     else:
@@ -250,6 +348,7 @@ def render_html(evaluation: dict[str, Any], summary_md: str) -> str:
             "probability; kNN: vote share; naive Bayes: bootstrap agreement).</p>",
             plots["calibration"],
         ]
+    parts += _training_section(losses)
     for _name, method in evaluation["methods"].items():
         parts.append(f"<h2>{esc(method['label'])}</h2>")
         if method.get("description"):
@@ -268,14 +367,30 @@ def render_html(evaluation: dict[str, Any], summary_md: str) -> str:
 
 
 def write_report(store: Store, folder: str, evaluation: dict[str, Any]) -> dict[str, str]:
-    """`report.html`, `summary.md` and `metrics.json` in `folder`; returns their paths."""
+    """`report.html`, `summary.md` and `metrics.json` in `folder`; returns their paths.
+
+    The training curves come from the evaluated adapter's folder (`evaluation["adapter"]["path"]`).
+    """
     summary = markdown_summary(evaluation)
+    adapter_folder = (evaluation.get("adapter") or {}).get("path")
+    losses = read_loss_history(store, adapter_folder) if adapter_folder else None
     paths = {
         "metrics": f"{folder}/metrics.json",
         "summary": f"{folder}/summary.md",
-        "html": f"{folder}/report.html",
+        "html": f"{folder}/{PAGE}",
     }
     store.write_bytes(paths["metrics"], json.dumps(evaluation, indent=1, sort_keys=True).encode())
     store.write_bytes(paths["summary"], summary.encode())
-    store.write_bytes(paths["html"], render_html(evaluation, summary).encode())
+    store.write_bytes(paths["html"], render_html(evaluation, summary, losses).encode())
     return paths
+
+
+def publish_latest(store: Store, paths: dict[str, str]) -> dict[str, str]:
+    """Copy a run's report files to `latest/` beside the run's folder, the page last; returns
+    the copies' paths (same keys)."""
+    latest = {}
+    for key in sorted(paths, key=lambda k: k == "html"):
+        folder, name = paths[key].rsplit("/", 1)
+        latest[key] = f"{folder.rsplit('/', 1)[0]}/{LATEST}/{name}"
+        store.write_bytes(latest[key], store.read_bytes(paths[key]))
+    return latest

@@ -1,95 +1,21 @@
-"""Estimated cost of runs and of storage, so a lab sees what a run and a month cost.
+"""What a tenant costs: its runs' compute (from their run manifests) and what it stores now.
 
-Prices are list-price placeholders from `config/retention.yaml` (`prices:`), overridable per
-deployment. Compute: device-hours x the device class's hourly price; a GPU/TPU step also
-pays its host's wall time at the CPU price. Storage: bytes x price per GB-month.
+Per-run estimates are made when a manifest is built (`prices.estimate_cost`); this module adds
+them up per asset and prices the bytes under the tenant's storage prefixes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from bioscan_assets.core import layout
+from bioscan_assets.core.governance.listing import child_dirs
+from bioscan_assets.core.governance.prices import GB, Prices, default_prices
+from bioscan_assets.core.governance.provenance import iter_run_manifests, list_manifest_assets
 from bioscan_assets.core.layout import TENANT_RE
 from bioscan_assets.core.storage import Store
-
-DEVICE_CLASSES = ("cpu", "gpu", "tpu")
-_GB = 1e9
-
-
-@dataclass(frozen=True)
-class Prices:
-    """Hourly price per device of each class, and storage per GB-month."""
-
-    device_hour: Mapping[str, float] = field(
-        default_factory=lambda: {"cpu": 0.10, "gpu": 3.00, "tpu": 1.20}
-    )
-    storage_gb_month: float = 0.020
-    currency: str = "USD"
-
-    def __post_init__(self) -> None:
-        missing = [c for c in DEVICE_CLASSES if c not in self.device_hour]
-        if missing:
-            raise ValueError(f"prices.device_hour lacks {', '.join(missing)}")
-        bad = {k: v for k, v in self.device_hour.items() if float(v) < 0}
-        if bad or self.storage_gb_month < 0:
-            raise ValueError(f"prices must be >= 0 (got {bad or self.storage_gb_month})")
-
-    @classmethod
-    def from_dict(cls, doc: Mapping[str, Any] | None) -> Prices:
-        doc = dict(doc or {})
-        base = cls()
-        hourly = {
-            **base.device_hour,
-            **{k: float(v) for k, v in (doc.get("device_hour") or {}).items()},
-        }
-        return cls(
-            device_hour=hourly,
-            storage_gb_month=float(doc.get("storage_gb_month", base.storage_gb_month)),
-            currency=str(doc.get("currency", base.currency)),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "device_hour": dict(sorted(self.device_hour.items())),
-            "storage_gb_month": self.storage_gb_month,
-            "currency": self.currency,
-        }
-
-
-def default_prices() -> Prices:
-    """The prices of the bundled policy file."""
-    from bioscan_assets.core.governance.retention import load_policy_file
-
-    return Prices.from_dict(load_policy_file().get("prices"))
-
-
-def estimate_cost(
-    prices: Prices,
-    *,
-    device_kind: str,
-    device_seconds: float,
-    wall_seconds: float,
-    bytes_stored: int = 0,
-) -> dict[str, Any]:
-    """Compute and monthly storage cost of one run (rounded to 1e-6 of the currency)."""
-    from bioscan_assets.core.governance.provenance import device_class
-
-    kind = device_class(device_kind)
-    compute = device_seconds / 3600.0 * float(prices.device_hour[kind])
-    host = 0.0 if kind == "cpu" else wall_seconds / 3600.0 * float(prices.device_hour["cpu"])
-    storage = bytes_stored / _GB * prices.storage_gb_month
-    return {
-        "currency": prices.currency,
-        "device_kind": kind,
-        "device_hours": round(device_seconds / 3600.0, 6),
-        "compute_usd": round(compute + host, 6),
-        "storage_bytes": int(bytes_stored),
-        "storage_usd_per_month": round(storage, 6),
-        "prices": prices.as_dict(),
-    }
 
 
 def sum_costs(manifests: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -120,29 +46,17 @@ def sum_costs(manifests: list[Mapping[str, Any]]) -> dict[str, Any]:
 def tenant_prefixes(store: Store, tenant: str) -> list[str]:
     """Storage prefixes that belong to one tenant (embeddings: one per model)."""
     prefixes = [
-        f"raw/tenant={tenant}",
-        f"shards/tenant={tenant}",
-        f"lancedb/{tenant}",
-        f"quarantine/{tenant}",
+        layout.raw_tenant_dir(tenant),
+        layout.shard_tenant_dir(tenant),
+        layout.lancedb_dir(tenant),
+        layout.quarantine_dir(tenant),
     ]
-    from bioscan_assets.core.governance.provenance import list_manifest_assets
-
-    prefixes += [f"embeddings/{model}/tenant={tenant}" for model in _children(store, "embeddings")]
-    prefixes += [f"manifests/{asset}/tenant={tenant}" for asset in list_manifest_assets(store)]
+    models = child_dirs(store, layout.embeddings_root(), hidden=True)
+    prefixes += [layout.embedding_tenant_dir(model, tenant) for model in models]
+    prefixes += [
+        layout.run_manifest_tenant_dir(asset, tenant) for asset in list_manifest_assets(store)
+    ]
     return prefixes
-
-
-def _children(store: Store, prefix: str) -> list[str]:
-    local = store.local_path(prefix)
-    if local is not None:
-        return sorted(p.name for p in local.iterdir() if p.is_dir()) if local.is_dir() else []
-    try:
-        entries = store.fs.ls(store.url(prefix).removeprefix("gs://"), detail=True)
-    except FileNotFoundError:
-        return []
-    return sorted(
-        e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"
-    )
 
 
 def storage_bytes(store: Store, tenant: str) -> dict[str, int]:
@@ -175,8 +89,6 @@ def tenant_summary(
 ) -> dict[str, Any]:
     """Compute cost of a tenant's runs (those finished in `month`, YYYY-MM, if given) and the
     monthly cost of what it stores now."""
-    from bioscan_assets.core.governance.provenance import iter_run_manifests
-
     if not TENANT_RE.fullmatch(tenant or ""):
         raise ValueError(f"tenant {tenant!r} is not a valid tenant name")
     if month is not None and not (
@@ -192,7 +104,7 @@ def tenant_summary(
     compute = sum_costs(runs)
     stored = storage_bytes(store, tenant)
     total_bytes = sum(stored.values())
-    storage_month = round(total_bytes / _GB * prices.storage_gb_month, 6)
+    storage_month = round(total_bytes / GB * prices.storage_gb_month, 6)
     return {
         "tenant": tenant,
         "month": month,

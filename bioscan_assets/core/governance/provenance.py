@@ -30,14 +30,19 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
 
+from bioscan_assets.core import layout
+from bioscan_assets.core.governance.listing import child_dirs
+from bioscan_assets.core.governance.prices import (
+    Prices,
+    default_prices,
+    device_class,
+    estimate_cost,
+)
 from bioscan_assets.core.layout import TENANT_RE, split_partition_key
 from bioscan_assets.core.storage import Store
 
 MANIFEST_VERSION = 1
-MANIFESTS_ROOT = "manifests"
 LATEST = "latest.json"
-GLOBAL_DIR = "_global"
-TENANT_WIDE_DIR = "_all"
 
 # Distributions whose versions decide the bytes we write (importlib.metadata names).
 LIBRARIES = (
@@ -124,21 +129,6 @@ def code_info(code_version: str | None) -> dict[str, Any]:
 # --- timing and devices ------------------------------------------------------------------------
 
 
-_PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
-
-
-def device_class(kind: str | None) -> str:
-    """cpu / gpu / tpu from a JAX platform name or a device kind string."""
-    text = (kind or "cpu").strip().lower()
-    if text in _PLATFORMS:
-        return _PLATFORMS[text]
-    if "tpu" in text:
-        return "tpu"
-    if any(word in text for word in ("nvidia", "gpu", "cuda", "amd", "rocm")):
-        return "gpu"
-    return "cpu"
-
-
 def make_timing(
     *,
     started_at: float,
@@ -217,16 +207,14 @@ def build_run_manifest(
     timing: Mapping[str, Any] | None = None,
     outputs: Mapping[str, Any] | None = None,
     tenant: str | None = None,
-    prices: Any = None,
+    prices: Prices | None = None,
 ) -> dict[str, Any]:
     """One materialisation's provenance as a JSON-able dict (see the module docstring).
 
     `inputs` maps an input's name (file path, upstream asset) to its sha256 or content
     version; `outputs` may carry `bytes` (stored size, for the storage cost) and paths.
-    `prices` is a `costs.Prices`; None uses the bundled defaults.
+    `prices`: None uses the bundled defaults.
     """
-    from bioscan_assets.core.governance import costs  # costs reads manifests too; import lazily
-
     partition_key, tenant, sample_id = _scope(partition_key, tenant)
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger {trigger!r} is not one of {', '.join(TRIGGERS)}")
@@ -256,8 +244,8 @@ def build_run_manifest(
         "outputs": outputs,
         "timing": timing,
     }
-    manifest["cost"] = costs.estimate_cost(
-        prices or costs.default_prices(),
+    manifest["cost"] = estimate_cost(
+        prices or default_prices(),
         device_kind=timing.get("device_kind", "cpu"),
         device_seconds=float(timing.get("device_seconds", 0.0)),
         wall_seconds=float(timing.get("wall_seconds", 0.0)),
@@ -267,17 +255,15 @@ def build_run_manifest(
 
 
 def manifest_dir(asset: str, tenant: str | None = None, sample_id: str | None = None) -> str:
+    """The folder of an asset's run manifests; names are checked first (they become paths)."""
     _check_asset(asset)
     if sample_id is not None:
         if tenant is None:
             raise ValueError("a sample manifest needs its tenant")
         split_partition_key(f"{tenant}/{sample_id}")  # validates both
-        return f"{MANIFESTS_ROOT}/{asset}/tenant={tenant}/sample={sample_id}"
-    if tenant is not None:
-        if not TENANT_RE.fullmatch(tenant):
-            raise ValueError(f"tenant {tenant!r} is not a valid tenant name")
-        return f"{MANIFESTS_ROOT}/{asset}/tenant={tenant}/{TENANT_WIDE_DIR}"
-    return f"{MANIFESTS_ROOT}/{asset}/{GLOBAL_DIR}"
+    elif tenant is not None and not TENANT_RE.fullmatch(tenant):
+        raise ValueError(f"tenant {tenant!r} is not a valid tenant name")
+    return layout.run_manifest_dir(asset, tenant, sample_id)
 
 
 def manifest_path(manifest: Mapping[str, Any]) -> str:
@@ -322,13 +308,14 @@ def iter_run_manifests(store: Store, tenant: str, assets: list[str] | None = Non
     if not TENANT_RE.fullmatch(tenant or ""):
         raise ValueError(f"tenant {tenant!r} is not a valid tenant name")
     for asset in assets if assets is not None else list_manifest_assets(store):
-        prefix = f"{MANIFESTS_ROOT}/{_check_asset(asset)}/tenant={tenant}"
+        prefix = layout.run_manifest_tenant_dir(_check_asset(asset), tenant)
+        tenant_wide = layout.run_manifest_dir(asset, tenant).rsplit("/", 1)[-1]
         for rel in store.list_files(prefix):
             folder, _, name = rel.rpartition("/")
             last = folder.rsplit("/", 1)[-1]
             if name == LATEST or not name.endswith(".json"):
                 continue
-            if not (last.startswith("sample=") or last == TENANT_WIDE_DIR):
+            if not (last.startswith("sample=") or last == tenant_wide):
                 continue
             try:
                 doc = json.loads(store.read_bytes(rel))
@@ -340,20 +327,8 @@ def iter_run_manifests(store: Store, tenant: str, assets: list[str] | None = Non
 
 def list_manifest_assets(store: Store) -> list[str]:
     """Asset names that have a folder under `manifests/`."""
-    local = store.local_path(MANIFESTS_ROOT)
-    if local is not None:
-        if not local.is_dir():
-            return []
-        return sorted(p.name for p in local.iterdir() if p.is_dir() and _ASSET_RE.fullmatch(p.name))
-    base = store.url(MANIFESTS_ROOT).removeprefix("gs://")
-    try:
-        entries = store.fs.ls(base, detail=True)
-    except FileNotFoundError:
-        return []
-    names = {
-        e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"
-    }
-    return sorted(n for n in names if _ASSET_RE.fullmatch(n))
+    names = child_dirs(store, layout.manifests_root(), hidden=True)
+    return sorted({n for n in names if _ASSET_RE.fullmatch(n)})
 
 
 def flat_metadata(manifest: Mapping[str, Any], manifest_url: str | None = None) -> dict[str, Any]:

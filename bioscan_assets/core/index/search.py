@@ -1,10 +1,12 @@
 """Nearest-neighbour search in a tenant's vector index, by DNA sequence or by indexed sequence id.
 
-The tenant is always required and is the only input to the database path (validated against
-`layout.TENANT_RE` first), so a query can only ever open that tenant's database. Query
+The tenant is always required and is the only input to the database path (validated by
+`layout.check_tenant` first), so a query can only ever open that tenant's database. Query
 sequences are normalised like shard rows and embedded with the table's own model; the table's
 schema metadata (model id, weights hash, dimension) must match the model used for the query.
-Raw DNA never appears in errors: only lengths and hashes.
+Raw DNA never appears in errors: only lengths and hashes. The model and encoder modules load JAX
+(~2 s), so they are imported only by the paths that embed a query sequence; a search by id or
+vector stays light.
 """
 
 from __future__ import annotations
@@ -17,8 +19,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bioscan_assets.core import layout
-from bioscan_assets.core.index import vector_index as vi
-from bioscan_assets.core.ingest.shards import NORMALISE_TABLE
+from bioscan_assets.core.index.ann import AnnParams
+from bioscan_assets.core.index.partition_rows import reads_per_hash
+from bioscan_assets.core.index.tables import (
+    HASH_COLUMN,
+    KEY_SEPARATOR,
+    META_WEIGHTS,
+    list_model_tables,
+    open_table,
+    rank_column,
+    sql_string,
+    table_dim,
+    tenant_exists,
+)
+from bioscan_assets.core.ingest.normalise import NORMALISE_TABLE
 from bioscan_assets.core.storage import Store
 from bioscan_assets.core.taxonomy import RANKS
 
@@ -62,6 +76,9 @@ class Hit:
     distance: float  # cosine distance, 0 = same direction
     taxonomy: str | None
     ranks: dict[str, str | None]
+    # rows of the tenant's index with this hit's sequence (identical reads, all samples);
+    # None where the table predates `sequence_hash` or the row was indexed before it
+    reads: int | None = None
 
     @property
     def similarity(self) -> float:
@@ -96,18 +113,16 @@ def build_hint(tenant: str, model_id: str) -> str:
 
 
 def _check_tenant(tenant: str) -> str:
-    if not isinstance(tenant, str) or not layout.TENANT_RE.fullmatch(tenant):
-        raise InvalidTenantError(
-            f"tenant {tenant!r} is not a valid tenant name (lower-case letters, digits and '-', "
-            "at most 63 characters)"
-        )
-    return tenant
+    try:
+        return layout.check_tenant(tenant)
+    except ValueError as error:
+        raise InvalidTenantError(str(error)) from None
 
 
 def check_tenant_exists(storage: Store, tenant: str, model_id: str = "<model>") -> None:
     """InvalidTenantError / UnknownTenantError unless the tenant has an index database."""
     _check_tenant(tenant)
-    if not vi.tenant_exists(storage, tenant):
+    if not tenant_exists(storage, tenant):
         raise UnknownTenantError(
             f"unknown tenant {tenant!r}: there is no vector index for it under "
             f"{storage.url('lancedb')}; {build_hint(tenant, model_id)}"
@@ -117,9 +132,9 @@ def check_tenant_exists(storage: Store, tenant: str, model_id: str = "<model>") 
 def open_index(storage: Store, tenant: str, model_id: str):
     """The tenant's table for the model; clear errors when the tenant or the table is missing."""
     check_tenant_exists(storage, tenant, model_id)
-    table = vi.open_table(storage, tenant, model_id)
+    table = open_table(storage, tenant, model_id)
     if table is None:
-        models = list(vi.list_model_tables(storage, tenant))
+        models = list(list_model_tables(storage, tenant))
         have = ", ".join(models) if models else "none"
         raise MissingTableError(
             f"tenant {tenant!r} has no index for model {model_id!r} (models indexed for this "
@@ -142,25 +157,32 @@ def resolve_model_id(spec: str) -> str:
     return load_model(spec).model_id
 
 
-def _where(filters: dict[str, str] | None, samples: Sequence[str] | None) -> str | None:
-    clauses = []
+def _where(
+    filters: dict[str, str] | None, samples: Sequence[str] | None, labelled_only: bool = False
+) -> str | None:
+    clauses = ["taxonomy IS NOT NULL"] if labelled_only else []
     for rank, value in (filters or {}).items():
         if rank not in RANKS:
             raise SearchError(f"unknown rank {rank!r} in filters; ranks are {', '.join(RANKS)}")
         if not isinstance(value, str) or not value:
             raise SearchError(f"filter {rank}: the value must be a non-empty string")
-        clauses.append(f"{vi.rank_column(rank)} = {vi.sql_string(value)}")
+        clauses.append(f"{rank_column(rank)} = {sql_string(value)}")
     if samples:
         for sample in samples:
-            if not layout.SAMPLE_ID_RE.fullmatch(sample) or ".." in sample:
-                raise SearchError(f"sample id {sample!r} is not a valid sample id")
-        clauses.append(f"sample_id IN ({', '.join(vi.sql_string(s) for s in samples)})")
+            try:
+                layout.check_sample_id(sample)
+            except ValueError as error:
+                raise SearchError(str(error)) from None
+        clauses.append(f"sample_id IN ({', '.join(sql_string(s) for s in samples)})")
     return " AND ".join(clauses) if clauses else None
 
 
-def _hits(rows: Any, skip_key: str | None, k: int) -> list[Hit]:
+def _hits(
+    rows: Any, skip_key: str | None, k: int, reads: dict[str, int] | None = None
+) -> list[Hit]:
     out = []
     data = rows.to_pydict()
+    hashes = data.get(HASH_COLUMN) or [None] * rows.num_rows
     for i in range(rows.num_rows):
         if skip_key is not None and data["key"][i] == skip_key:
             continue
@@ -171,6 +193,7 @@ def _hits(rows: Any, skip_key: str | None, k: int) -> list[Hit]:
                 distance=float(data["_distance"][i]),
                 taxonomy=data["taxonomy"][i],
                 ranks={rank: data[rank][i] for rank in RANKS},
+                reads=(reads or {}).get(hashes[i]),
             )
         )
     return out[:k]
@@ -180,11 +203,11 @@ def lookup_vector(
     table, sequence_id: str, samples: Sequence[str] | None = None
 ) -> tuple[str, np.ndarray]:
     """(key, vector) of an indexed sequence; its sample must be given when the id is ambiguous."""
-    clause = f"sequence_id = {vi.sql_string(sequence_id)}"
+    clause = f"sequence_id = {sql_string(sequence_id)}"
     if samples and len(samples) == 1:
-        clause = f"key = {vi.sql_string(samples[0] + vi.KEY_SEPARATOR + sequence_id)}"
+        clause = f"key = {sql_string(samples[0] + KEY_SEPARATOR + sequence_id)}"
     elif samples:
-        clause += f" AND sample_id IN ({', '.join(vi.sql_string(s) for s in samples)})"
+        clause += f" AND sample_id IN ({', '.join(sql_string(s) for s in samples)})"
     rows = table.search().where(clause).select(["key", "sample_id", "vector"]).limit(2).to_arrow()
     where = f" in sample(s) {', '.join(samples)}" if samples else ""
     if rows.num_rows == 0:
@@ -206,28 +229,30 @@ def search_vector(
     k: int = 10,
     filters: dict[str, str] | None = None,
     samples: Sequence[str] | None = None,
-    params: vi.AnnParams | None = None,
+    params: AnnParams | None = None,
     exact: bool = False,
     exclude_key: str | None = None,
+    labelled_only: bool = False,
 ) -> list[Hit]:
-    """Top-k by cosine distance, filters applied before the search (prefilter)."""
+    """Top-k by cosine distance, filters applied before the search (prefilter); with
+    `labelled_only`, only rows that carry a taxonomy."""
     if not 1 <= k <= MAX_K:
         raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
     vector = np.asarray(vector, np.float32).reshape(-1)
-    dim = vi.table_dim(table)
+    dim = table_dim(table)
     if vector.shape[0] != dim:
         raise SearchError(f"query vector has {vector.shape[0]} dimensions, the index has {dim}")
     if not np.isfinite(vector).all() or not np.any(vector):
         raise SearchError("query vector is zero or not finite; cosine distance is undefined")
-    params = params or vi.AnnParams()
+    params = params or AnnParams()
     limit = k + (1 if exclude_key else 0)
     query = (
         table.search(vector, vector_column_name="vector")
         .distance_type("cosine")
         .limit(limit)
-        .select([*_RESULT_COLUMNS, "_distance"])
+        .select([*_RESULT_COLUMNS, *_hash_column(table), "_distance"])
     )
-    where = _where(filters, samples)
+    where = _where(filters, samples, labelled_only)
     if where:
         query = query.where(where, prefilter=True)
     if exact:
@@ -236,23 +261,35 @@ def search_vector(
         query = query.nprobes(params.nprobes)
         if params.refine_factor:
             query = query.refine_factor(params.refine_factor)
-    return _hits(query.to_arrow(), exclude_key, k)
+    rows = query.to_arrow()
+    return _hits(rows, exclude_key, k, _reads(table, rows))
+
+
+def _hash_column(table) -> list[str]:
+    return [HASH_COLUMN] if HASH_COLUMN in table.schema.names else []
+
+
+def _reads(table, rows: Any) -> dict[str, int]:
+    """Reads (index rows of the tenant) per hit's sequence hash: what each hit stands for."""
+    if HASH_COLUMN not in rows.schema.names:
+        return {}
+    return reads_per_hash(table, rows.column(HASH_COLUMN).to_pylist())
 
 
 def _check_model(table, model: LoadedModel, model_id: str) -> None:
     meta = table.schema.metadata or {}
     if model.model_id != model_id:
         raise SearchError(f"the query model is {model.model_id!r}, the index is for {model_id!r}")
-    weights = meta.get(vi.META_WEIGHTS, b"").decode()
+    weights = meta.get(META_WEIGHTS, b"").decode()
     if weights and model.weights_hash and weights != model.weights_hash:
         raise SearchError(
             f"the index for {model_id!r} was built with weights {weights[:12]}…, the loaded "
             f"model has {model.weights_hash[:12]}…: its vectors are not comparable"
         )
-    if model.config.hidden_size != vi.table_dim(table):
+    if model.config.hidden_size != table_dim(table):
         raise SearchError(
             f"model {model_id!r} embeds {model.config.hidden_size} dimensions, the index "
-            f"holds {vi.table_dim(table)}"
+            f"holds {table_dim(table)}"
         )
 
 
@@ -293,7 +330,7 @@ def search(
     samples: list[str] | None = None,
     model: LoadedModel | None = None,
     executor: Any = None,
-    params: vi.AnnParams | None = None,
+    params: AnnParams | None = None,
     exact: bool = False,
 ) -> list[Hit]:
     """Nearest neighbours of one query in the tenant's index for `model_id`.

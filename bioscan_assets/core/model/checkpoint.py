@@ -1,9 +1,10 @@
-"""Hugging Face checkpoints (`config.json`, `vocab.txt`, safetensors or .bin) <-> Flax params.
+"""Hugging Face checkpoints (`config.json`, `vocab.txt`, weights) <-> a LoadedModel.
 
-Reads what `EsmModel` / `EsmForMaskedLM.save_pretrained` writes (keys with or without the
-`esm.` prefix, LayerNorm as `weight/bias` or the legacy `gamma/beta`), from a local directory
-or `gs://bucket/prefix`, one tensor at a time so a 2.5B checkpoint needs about its own size in
-memory, not twice that.
+A checkpoint is a local directory, a `gs://bucket/prefix` or a Hub id `org/name[@revision]`,
+in any layout the Hub uses (one file or shards; safetensors or PyTorch `.bin`; see
+`checkpoint_index`). Keys may carry the `esm.` prefix (`EsmForMaskedLM`) and LayerNorms the
+legacy `gamma/beta` names. Weights stream in shard by shard (`streaming`), so a 2.5B model
+needs about its own size in memory, not twice that.
 """
 
 from __future__ import annotations
@@ -12,201 +13,79 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flax.traverse_util import flatten_dict, unflatten_dict
+from flax.traverse_util import flatten_dict
 
+from bioscan_assets.core.model import hub, safetensors_io, streaming
+from bioscan_assets.core.model.checkpoint_index import Layout, read_layout
+from bioscan_assets.core.model.hf_format import (
+    CheckpointError,
+    config_from_hf,
+    config_to_hf,
+    hf_name,
+)
 from bioscan_assets.core.model.loaded import LoadedModel, weights_hash
-from bioscan_assets.core.model.nt_model import NTConfig, param_shapes
+from bioscan_assets.core.model.nt_model import NTConfig
 from bioscan_assets.core.model.tokenizer import NTTokenizer
 from bioscan_assets.core.storage import Store
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-# Heads and buffers an encoder does not use (names after the `esm.` prefix is removed).
-_IGNORED = re.compile(r"^(lm_head|contact_head|pooler)\.|(^|\.)position_ids$")
-
-# Hugging Face name inside `encoder.layer.N.` -> (flax path inside `layer_N/`, transpose)
-_LAYER_MAP = {
-    "attention.LayerNorm.weight": ("attention_layer_norm/scale", False),
-    "attention.LayerNorm.bias": ("attention_layer_norm/bias", False),
-    "attention.self.query.weight": ("query/kernel", True),
-    "attention.self.query.bias": ("query/bias", False),
-    "attention.self.key.weight": ("key/kernel", True),
-    "attention.self.key.bias": ("key/bias", False),
-    "attention.self.value.weight": ("value/kernel", True),
-    "attention.self.value.bias": ("value/bias", False),
-    "attention.output.dense.weight": ("attention_output/kernel", True),
-    "attention.output.dense.bias": ("attention_output/bias", False),
-    "intermediate.dense.weight": ("intermediate/kernel", True),
-    "intermediate.dense.bias": ("intermediate/bias", False),
-    "output.dense.weight": ("output/kernel", True),
-    "output.dense.bias": ("output/bias", False),
-    "LayerNorm.weight": ("ffn_layer_norm/scale", False),
-    "LayerNorm.bias": ("ffn_layer_norm/bias", False),
-}
-_TOP_MAP = {
-    "embeddings.word_embeddings.weight": ("word_embeddings/embedding", False),
-    "embeddings.position_embeddings.weight": ("position_embeddings/embedding", False),
-    "encoder.emb_layer_norm_after.weight": ("emb_layer_norm_after/scale", False),
-    "encoder.emb_layer_norm_after.bias": ("emb_layer_norm_after/bias", False),
-}
-_LEGACY_NORM = re.compile(r"\.(gamma|beta)$")  # transformers still writes these for LayerNorm
-_LAYER_KEY = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
-_LIST_LIMIT = 20
+__all__ = ["CheckpointError", "Located", "load_checkpoint", "locate", "save_checkpoint"]
 
 
-class CheckpointError(ValueError):
-    pass
+@dataclass
+class Located:
+    """A checkpoint's files on this machine, and what to call it."""
+
+    source: str  # what provenance records: a path, gs:// URL or `org/name@commit`
+    directory: Path | None  # the local folder, or None for gs:// (files copied one by one)
+    names: set[str]  # every file at the checkpoint's top level
+    files: dict[str, Path] = field(default_factory=dict)  # name -> local path, once fetched
+    origin: dict[str, str] = field(default_factory=dict)  # repo_id / revision / commit
+    fetch: Any = None  # name -> local path (gs:// only)
+
+    def read_text(self, name: str) -> str:
+        return self.path(name).read_text()
+
+    def path(self, name: str) -> Path:
+        if name not in self.files:
+            if name not in self.names:
+                raise CheckpointError(f"{self.source}: missing {name}")
+            assert self.directory is not None or self.fetch is not None
+            self.files[name] = self.fetch(name) if self.fetch else self.directory / name
+        return self.files[name]
 
 
-def config_from_hf(doc: dict[str, Any], source: str) -> NTConfig:
-    """NTConfig from config.json; missing fields take transformers' EsmConfig defaults."""
-    where = f"{source}/config.json"
-    problems = []
-    if doc.get("model_type", "esm") != "esm":
-        problems.append(f"model_type={doc['model_type']!r} (only 'esm')")
-    if (doc.get("position_embedding_type") or "absolute") != "absolute":
-        problems.append(
-            f"position_embedding_type={doc['position_embedding_type']!r} "
-            "(NT v1 uses 'absolute'; rotary models such as NT v2 are not supported)"
-        )
-    if doc.get("emb_layer_norm_before"):
-        problems.append("emb_layer_norm_before=true (not an NT v1 option)")
-    if doc.get("is_folding_model") or doc.get("esmfold_config"):
-        problems.append("is_folding_model / esmfold_config (ESMFold is not an NT encoder)")
-    if doc.get("hidden_act", "gelu") != "gelu":
-        problems.append(f"hidden_act={doc['hidden_act']!r} (only exact 'gelu')")
-    if doc.get("is_decoder") or doc.get("add_cross_attention"):
-        problems.append("is_decoder / add_cross_attention (NT is an encoder)")
-    token_dropout = bool(doc.get("token_dropout") or False)
-    for field in ("vocab_size", "pad_token_id") + (("mask_token_id",) if token_dropout else ()):
-        if doc.get(field) is None:
-            problems.append(f"{field} is missing")
-    if problems:
-        raise CheckpointError(f"{where}: unsupported: {'; '.join(problems)}")
-    try:
-        return NTConfig(
-            vocab_size=int(doc["vocab_size"]),
-            hidden_size=int(doc.get("hidden_size", 768)),
-            num_layers=int(doc.get("num_hidden_layers", 12)),
-            num_heads=int(doc.get("num_attention_heads", 12)),
-            intermediate_size=int(doc.get("intermediate_size", 3072)),
-            max_position_embeddings=int(doc.get("max_position_embeddings", 1026)),
-            pad_token_id=int(doc["pad_token_id"]),
-            mask_token_id=int(doc["mask_token_id"] if doc.get("mask_token_id") is not None else -1),
-            layer_norm_eps=float(doc.get("layer_norm_eps") or 1e-12),
-            token_dropout=token_dropout,
-        )
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{where}: {error}") from None
+@contextlib.contextmanager
+def locate(location: str, hint: str = "") -> Iterator[Located]:
+    """A local directory, a gs:// prefix (files fetched to a temp copy as needed) or a Hub id."""
+    if location.startswith("gs://"):
+        store = Store(location)
+        names = {st.rel for st in store.list_stats() if "/" not in st.rel}
+        with contextlib.ExitStack() as stack:
 
+            def fetch(name: str) -> Path:
+                return stack.enter_context(store.local_copy(name))
 
-def _safetensors_tensors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as handle:
-        names = list(handle.keys())
-        for name in names:
-            try:
-                yield name, handle.get_tensor(name)
-            except TypeError:  # bfloat16 has no numpy dtype: read through JAX instead
-                with safe_open(str(path), framework="flax") as jax_handle:
-                    yield name, np.asarray(jax_handle.get_tensor(name), dtype=np.float32)
-
-
-def _torch_tensors(path: Path, source: str) -> Iterator[tuple[str, np.ndarray]]:
-    try:
-        import torch
-    except ImportError:
-        raise CheckpointError(
-            f"{source}/pytorch_model.bin: reading it needs torch, which is not installed; "
-            "install torch or convert the checkpoint to model.safetensors"
-        ) from None
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    for name in list(state):
-        yield name, state.pop(name).float().numpy()
-
-
-def read_tensors(files: dict[str, Path], source: str) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, array) pairs from model.safetensors, else pytorch_model.bin."""
-    if "model.safetensors" in files:
-        return _safetensors_tensors(files["model.safetensors"])
-    if "pytorch_model.bin" in files:
-        return _torch_tensors(files["pytorch_model.bin"], source)
-    raise CheckpointError(
-        f"{source}: no weights file; expected one of {', '.join(WEIGHT_FILES)} "
-        "(sharded checkpoints are not supported)"
-    )
-
-
-def _flax_target(hf_name: str) -> tuple[str, bool] | None:
-    name = _LEGACY_NORM.sub(lambda m: ".weight" if m.group(1) == "gamma" else ".bias", hf_name)
-    name = name.removeprefix("esm.")
-    if name in _TOP_MAP:
-        return _TOP_MAP[name]
-    if match := _LAYER_KEY.match(name):
-        inner = _LAYER_MAP.get(match.group(2))
-        if inner is not None:
-            return f"layer_{match.group(1)}/{inner[0]}", inner[1]
-    return None
-
-
-def _named(items: list[str]) -> str:
-    more = f" (and {len(items) - _LIST_LIMIT} more)" if len(items) > _LIST_LIMIT else ""
-    return ", ".join(items[:_LIST_LIMIT]) + more
-
-
-def params_from_state_dict(
-    tensors: dict[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
-    config: NTConfig,
-    source: str,
-) -> dict[str, Any]:
-    """Map, transpose and shape-check every tensor; report every problem by name at once."""
-    expected = flatten_dict(
-        param_shapes(config), sep="/", is_leaf=lambda _, x: isinstance(x, tuple)
-    )
-    params: dict[str, np.ndarray] = {}
-    origin: dict[str, str] = {}
-    unexpected, mismatched, duplicated = [], [], []
-    mismatched_paths = set()
-    pairs = tensors.items() if isinstance(tensors, dict) else tensors
-    for hf_name, tensor in pairs:
-        if _IGNORED.search(hf_name.removeprefix("esm.")):
-            continue
-        target = _flax_target(hf_name)
-        if target is None or target[0] not in expected:
-            unexpected.append(hf_name)
-            continue
-        path, transpose = target
-        array = np.asarray(tensor, dtype=np.float32)
-        array = array.T if transpose else array
-        if array.shape != expected[path]:
-            shown = tuple(np.shape(tensor))
-            want = expected[path][::-1] if transpose else expected[path]
-            mismatched.append(f"{hf_name} has shape {shown}, expected {want}")
-            mismatched_paths.add(path)
-            continue
-        if path in params:
-            duplicated.append(f"{origin[path]} and {hf_name}")
-            continue
-        params[path] = np.ascontiguousarray(array)
-        origin[path] = hf_name
-    missing = sorted(set(expected) - set(params) - mismatched_paths)
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} tensor(s) (Flax names): {_named(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} key(s): {_named(sorted(unexpected))}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es): {_named(mismatched)}")
-    if duplicated:
-        problems.append(f"the same tensor twice: {_named(duplicated)}")
-    if problems:
-        raise CheckpointError(f"{source}: " + "; ".join(problems))
-    return unflatten_dict(params, sep="/")
+            yield Located(location, None, names, fetch=fetch)
+        return
+    directory = Path(location).expanduser()
+    if directory.is_dir():
+        names = {p.name for p in directory.iterdir() if p.is_file()}
+        yield Located(location, directory, names)
+        return
+    ref = hub.parse_ref(location)
+    if ref is None or location.startswith((".", "/", "~")):
+        raise CheckpointError(f"{location}: checkpoint directory not found")
+    hint = hint or f"(No local directory {location} exists either.) {hub.copy_hint(location)}"
+    snap = hub.snapshot(ref, hint)
+    origin = {"repo_id": ref.repo_id, "revision": ref.revision, "commit": snap.commit}
+    names = {p.name for p in snap.directory.iterdir() if p.is_file()}
+    yield Located(f"{ref.repo_id}@{snap.commit}", snap.directory, names, origin=origin)
 
 
 def _model_id(source: str, digest: str) -> str:
@@ -215,17 +94,18 @@ def _model_id(source: str, digest: str) -> str:
     return f"{stem or 'checkpoint'}-{digest[:8]}"
 
 
-def _load_files(files: dict[str, Path], source: str) -> LoadedModel:
-    for required in ("config.json", "vocab.txt"):
-        if required not in files:
-            raise CheckpointError(f"{source}: missing {required}")
+def read_config(found: Located) -> tuple[NTConfig, NTTokenizer, Layout]:
+    """config.json, vocab.txt and the weights layout, checked against each other."""
+    source = found.source
+    if "config.json" not in found.names:
+        raise CheckpointError(f"{source}: missing config.json")
     try:
-        doc = json.loads(files["config.json"].read_text())
+        doc = json.loads(found.read_text("config.json"))
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{source}/config.json: not JSON ({error})") from None
-    config = config_from_hf(doc, source)
+    config = config_from_hf(doc, source, found.names)
     try:
-        tokenizer = NTTokenizer.from_vocab_file(files["vocab.txt"])
+        tokenizer = NTTokenizer.from_vocab_file(found.path("vocab.txt"))
     except ValueError as error:
         raise CheckpointError(f"{source}/vocab.txt: {error}") from None
     if tokenizer.vocab_size != config.vocab_size:
@@ -234,8 +114,8 @@ def _load_files(files: dict[str, Path], source: str) -> LoadedModel:
             f"vocab_size={config.vocab_size}"
         )
     special = [
-        f"<{name}> is token {ours} in vocab.txt but config.json says {field}={theirs}"
-        for name, ours, field, theirs, needed in (
+        f"<{name}> is token {ours} in vocab.txt but config.json says {field_}={theirs}"
+        for name, ours, field_, theirs, needed in (
             ("pad", tokenizer.pad_id, "pad_token_id", config.pad_token_id, True),
             (
                 "mask",
@@ -249,77 +129,61 @@ def _load_files(files: dict[str, Path], source: str) -> LoadedModel:
     ]
     if special:
         raise CheckpointError(f"{source}: {'; '.join(special)}")
-    params = params_from_state_dict(read_tensors(files, source), config, source)
+    return config, tokenizer, read_layout(found.names, found.read_text, source)
+
+
+def load_located(
+    found: Located,
+    dtype: Any = np.float32,
+    place: streaming.Place | None = None,
+    model_id: str | None = None,
+) -> LoadedModel:
+    config, tokenizer, layout = read_config(found)
+    origin = found.origin or hub.read_source(found.names, found.read_text)
+    # headers first (every problem reported before any weight is read), then the weights
+    plan = streaming.plan(layout, {s: found.path(s) for s in layout.shards}, config, found.source)
+    params = streaming.stream(plan, layout, found.files, found.source, dtype, place)
     digest = weights_hash(params)
+    stem = origin["repo_id"] if found.origin else found.source
     return LoadedModel(
-        model_id=_model_id(source, digest),
+        model_id=model_id or _model_id(stem, digest),
         config=config,
         params=params,
         tokenizer=tokenizer,
         weights_hash=digest,
         pretrained=True,
-        source=source,
+        source=found.source,
+        origin=origin,
     )
 
 
-def load_checkpoint(location: str) -> LoadedModel:
-    """A checkpoint from a local directory or `gs://bucket/prefix`."""
-    names = ("config.json", "vocab.txt", *WEIGHT_FILES)
-    if not location.startswith("gs://"):
-        directory = Path(location)
-        if not directory.is_dir():
-            raise CheckpointError(f"{location}: checkpoint directory not found")
-        files = {name: directory / name for name in names if (directory / name).is_file()}
-        return _load_files(files, location)
-    store = Store(location)
-    present = [name for name in names if store.exists(name)]
-    if "model.safetensors" in present and "pytorch_model.bin" in present:
-        present.remove("pytorch_model.bin")  # never download the one we would not read
-    with contextlib.ExitStack() as stack:
-        files = {name: stack.enter_context(store.local_copy(name)) for name in present}
-        return _load_files(files, location)
+def load_checkpoint(
+    location: str, dtype: Any = np.float32, place: streaming.Place | None = None
+) -> LoadedModel:
+    """A checkpoint from a local directory, `gs://bucket/prefix` or Hub id `org/name[@rev]`.
+
+    `dtype` is what the weights are held in (float32 unless memory is short); `place(path,
+    array)` may move each tensor to the devices as soon as it is read.
+    """
+    with locate(location) as found:
+        return load_located(found, dtype, place)
 
 
 def save_checkpoint(model: LoadedModel, directory: str | Path) -> None:
     """Write the Hugging Face layout (safetensors) that `EsmModel.from_pretrained` reads."""
-    from safetensors.numpy import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    reverse_top = {path: (name, t) for name, (path, t) in _TOP_MAP.items()}
-    reverse_layer = {path: (name, t) for name, (path, t) in _LAYER_MAP.items()}
     state = {}
     for path, leaf in flatten_dict(model.params, sep="/").items():
-        if path in reverse_top:
-            name, transpose = reverse_top[path]
-        else:
-            layer, inner = path.split("/", 1)
-            hf_inner, transpose = reverse_layer[inner]
-            name = f"encoder.layer.{layer.removeprefix('layer_')}.{hf_inner}"
+        name, transpose = hf_name(path)
         array = np.asarray(leaf, dtype=np.float32)
         state[name] = np.ascontiguousarray(array.T if transpose else array)
-    cfg = model.config
-    doc = {
-        "model_type": "esm",
-        "architectures": ["EsmModel"],
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "pad_token_id": cfg.pad_token_id,
-        "mask_token_id": cfg.mask_token_id,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "token_dropout": cfg.token_dropout,
-        "position_embedding_type": "absolute",
-        "emb_layer_norm_before": False,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-    }
+    entries = [(name, array.dtype, array.shape) for name, array in state.items()]
+    doc = config_to_hf(model.config)
     # each file atomically, config.json last: a directory with config.json is complete
     _write_atomic(
-        directory / "model.safetensors", lambda tmp: save_file(state, str(tmp), {"format": "pt"})
+        directory / "model.safetensors",
+        lambda tmp: safetensors_io.write_file(tmp, entries, state.__getitem__),
     )
     _write_atomic(directory / "vocab.txt", model.tokenizer.write_vocab_file)
     _write_atomic(
