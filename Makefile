@@ -40,5 +40,5 @@ ui: $(VENV)/.runtime
 	mkdir -p $(DAGSTER_HOME)
 	# Stamp the SQLite schema in one process first: webserver, daemon and code server racing to
 	# create it can leave two alembic heads for good (dagster#27390).
-	$(VENV)/bin/python -c 'from dagster import DagsterInstance; DagsterInstance.get().get_runs(limit=1)'
+	$(VENV)/bin/dagster instance migrate
 	$(VENV)/bin/dagster dev -m bioscan_assets.definitions

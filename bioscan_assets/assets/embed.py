@@ -11,13 +11,13 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
-    BackfillPolicy,
     MaterializeResult,
     MetadataValue,
     asset,
     asset_check,
 )
 
+from bioscan_assets.assets.batch import SAMPLE_BACKFILL, combine_check_results, partition_keys
 from bioscan_assets.assets.keys import EMBEDDINGS_KEY, OWNERS, SHARDS_KEY
 from bioscan_assets.assets.provenance import (
     embedding_data_version,
@@ -34,6 +34,9 @@ from bioscan_assets.core.embedding.compute import (
 from bioscan_assets.core.governance.lineage import lineage_inputs
 from bioscan_assets.core.ingest.shard_reader import read_shard_manifest
 from bioscan_assets.core.layout import split_partition_key
+from bioscan_assets.core.model.loaded import LoadedModel
+from bioscan_assets.core.model.presets import load_model
+from bioscan_assets.core.storage import Store
 from bioscan_assets.k8s import accelerator_step_tags
 from bioscan_assets.partitions import samples_partitions
 
@@ -49,8 +52,7 @@ from bioscan_assets.partitions import samples_partitions
     op_tags=accelerator_step_tags(),
     pool="tpu",
     retry_policy=STORAGE_RETRY,
-    # a backfill embeds up to 20 samples per run: the model loads and compiles once per run
-    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=20),
+    backfill_policy=SAMPLE_BACKFILL,
     description="Nucleotide Transformer embeddings (mean of the last layer), one vector per shard "
     "row under <storage>/embeddings/<model_id>/; each distinct sequence is computed once per "
     "tenant and model weights and kept in the hash store under <storage>/vectors/.",
@@ -163,33 +165,31 @@ def _partition_table(counts: dict[str, dict]) -> str:
 def embeddings_complete(
     context: AssetCheckExecutionContext, storage: StorageResource, accelerator: AcceleratorResource
 ) -> AssetCheckResult:
-    from bioscan_assets.core.model.presets import load_model
-
     store = storage.output_store()
     model = load_model(accelerator.model)  # cached; no need to put weights on devices here
+    return combine_check_results(
+        {key: _vectors_complete(store, model, key) for key in partition_keys(context)}
+    )
+
+
+def _vectors_complete(store: Store, model: LoadedModel, key: str) -> AssetCheckResult:
+    tenant, sample_id = split_partition_key(key)
+    shard_rows = read_shard_manifest(store, tenant, sample_id)["rows"]
+    manifest = read_embedding_manifest(store, model.model_id, tenant, sample_id)
     problems = []
-    checked = 0
-    for key in (
-        context.partition_keys if context.has_partition_key_range else [context.partition_key]
-    ):
-        tenant, sample_id = split_partition_key(key)
-        shard_rows = read_shard_manifest(store, tenant, sample_id)["rows"]
-        manifest = read_embedding_manifest(store, model.model_id, tenant, sample_id)
-        rows = 0
-        for batch in iter_embedding_batches(store, model.model_id, tenant, sample_id):
-            vectors = batch.column("vector")
-            if vectors.type.list_size != model.config.hidden_size:
-                problems.append(f"{key}: dimension {vectors.type.list_size}")
-            values = vectors.flatten().to_numpy(zero_copy_only=False)
-            if not np.isfinite(values).all():
-                problems.append(f"{key}: NaN/Inf in vectors")
-            rows += batch.num_rows
-        if rows != shard_rows or manifest["rows"] != shard_rows:
-            problems.append(f"{key}: {rows} vectors for {shard_rows} shard rows")
-        checked += rows
+    rows = 0
+    for batch in iter_embedding_batches(store, model.model_id, tenant, sample_id):
+        vectors = batch.column("vector")
+        if vectors.type.list_size != model.config.hidden_size:
+            problems.append(f"dimension {vectors.type.list_size}")
+        if not np.isfinite(vectors.flatten().to_numpy(zero_copy_only=False)).all():
+            problems.append("NaN/Inf in vectors")
+        rows += batch.num_rows
+    if rows != shard_rows or manifest["rows"] != shard_rows:
+        problems.append(f"{rows} vectors for {shard_rows} shard rows")
     return AssetCheckResult(
         passed=not problems,
-        metadata={"vectors_checked": checked, "problems": "; ".join(problems) or "none"},
+        metadata={"vectors_checked": rows, "problems": "; ".join(problems) or "none"},
     )
 
 

@@ -1,6 +1,8 @@
 """`vector_index`: the partition's rows in the tenant's LanceDB table for the embedding model."""
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from bioscan_resources.storage import StorageResource
 from bioscan_resources.vector_store import VectorStoreResource
@@ -20,6 +22,12 @@ from dagster import (
 )
 from pydantic import Field
 
+from bioscan_assets.assets.batch import (
+    SAMPLE_BACKFILL,
+    combine_check_results,
+    materialize_partitions,
+    partition_keys,
+)
 from bioscan_assets.assets.keys import EMBEDDINGS_KEY, INDEX_KEY, OWNERS, SHARDS_KEY
 from bioscan_assets.assets.provenance import record_provenance
 from bioscan_assets.assets.retry import STORAGE_RETRY
@@ -53,11 +61,11 @@ def _latest_metadata(context, key: AssetKey, partition: str, name: str) -> str |
     return None
 
 
-def _model_id(context, store, tenant: str, sample_id: str, configured: str = "") -> str:
+def _model_id(context, store, key: str, configured: str = "") -> str:
     if configured:
         return configured
-    upstream = _latest_metadata(context, EMBEDDINGS_KEY, context.partition_key, "model_id")
-    return choose_model_id(store, tenant, sample_id, upstream)
+    upstream = _latest_metadata(context, EMBEDDINGS_KEY, key, "model_id")
+    return choose_model_id(store, *split_partition_key(key), upstream)
 
 
 @asset(
@@ -69,6 +77,7 @@ def _model_id(context, store, tenant: str, sample_id: str, configured: str = "")
     owners=OWNERS,
     code_version=f"index-{SCHEMA_VERSION}",
     retry_policy=STORAGE_RETRY,
+    backfill_policy=SAMPLE_BACKFILL,
     # One writer per LanceDB table: concurrent merge_inserts can duplicate rows (lancedb#3377).
     # The file lock covers one machine; set the pool's limit to 1 for everything else:
     # `dagster instance concurrency set lancedb 1` (or concurrency.pools in dagster.yaml).
@@ -84,9 +93,31 @@ def vector_index(
     storage: StorageResource,
     vector_store: VectorStoreResource,
 ) -> MaterializeResult:
-    tenant, sample_id = split_partition_key(context.partition_key)
+    return materialize_partitions(
+        context,
+        lambda key: _upsert(context, config, storage, vector_store, key),
+        summary=("rows", "inserted", "updated", "deleted"),
+        batch_metadata=_batch_models,
+    )
+
+
+def _batch_models(results: Mapping[str, MaterializeResult]) -> dict[str, Any]:
+    """The batch's model (the index checks read it), when all its partitions share one."""
+    models = {str(r.metadata["model_id"]) for r in results.values() if r.metadata}
+    return {"model_id": models.pop()} if len(models) == 1 else {}
+
+
+def _upsert(
+    context: AssetExecutionContext,
+    config: VectorIndexConfig,
+    storage: StorageResource,
+    vector_store: VectorStoreResource,
+    key: str,
+) -> MaterializeResult:
+    tenant, sample_id = split_partition_key(key)
     store = storage.output_store()
-    model_id = _model_id(context, store, tenant, sample_id, config.model_id)
+    started_at = time.time()
+    model_id = _model_id(context, store, key, config.model_id)
     manifest = read_embedding_manifest(store, model_id, tenant, sample_id)
     result = upsert_partition(
         store,
@@ -101,6 +132,8 @@ def vector_index(
     provenance = record_provenance(
         context,
         store,
+        partition_key=key,
+        started_at=started_at,
         inputs=lineage_inputs(store, tenant, sample_id, model_id),
         rows={"rows": result.rows, "inserted": result.inserted, "deleted": result.deleted},
         model={"model_id": model_id, "weights_hash": manifest.get("weights_hash") or ""},
@@ -130,13 +163,10 @@ def vector_index(
     )
 
 
-def _check_model(context, store, tenant: str, sample_id: str) -> str:
-    found = _latest_metadata(context, INDEX_KEY, context.partition_key, "model_id")
+def _check_model(context, store, key: str) -> str:
+    found = _latest_metadata(context, INDEX_KEY, key, "model_id")
     return found or choose_model_id(
-        store,
-        tenant,
-        sample_id,
-        _latest_metadata(context, EMBEDDINGS_KEY, context.partition_key, "model_id"),
+        store, *split_partition_key(key), _latest_metadata(context, EMBEDDINGS_KEY, key, "model_id")
     )
 
 
@@ -208,10 +238,13 @@ _CHECKS = {
 def vector_index_checks(
     context: AssetCheckExecutionContext, storage: StorageResource
 ) -> Iterator[AssetCheckResult]:
-    tenant, sample_id = split_partition_key(context.partition_key)
     store = storage.output_store()
-    model_id = _check_model(context, store, tenant, sample_id)
-    yield from evaluate_checks(store, tenant, sample_id, model_id).values()
+    by_partition = {
+        key: evaluate_checks(store, *split_partition_key(key), _check_model(context, store, key))
+        for key in partition_keys(context)
+    }
+    for name in _CHECKS:
+        yield combine_check_results({key: checks[name] for key, checks in by_partition.items()})
 
 
 index_assets = [vector_index]

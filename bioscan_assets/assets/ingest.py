@@ -28,6 +28,12 @@ from dagster import (
 )
 from pydantic import Field
 
+from bioscan_assets.assets.batch import (
+    SAMPLE_BACKFILL,
+    combine_check_results,
+    materialize_partitions,
+    partition_keys,
+)
 from bioscan_assets.assets.keys import OWNERS, RAW_KEY, SHARDS_KEY
 from bioscan_assets.assets.provenance import record_provenance, shard_data_version
 from bioscan_assets.assets.retry import STORAGE_RETRY
@@ -120,12 +126,22 @@ def _config_hash(config: dict[str, Any]) -> str:
     owners=OWNERS,
     code_version=f"raw-{RAW_FORMAT_VERSION}",
     retry_policy=STORAGE_RETRY,
+    backfill_policy=SAMPLE_BACKFILL,
     description="The drop's files, checksum-verified, in immutable content-addressed storage "
     "under raw/ (so cleaning the landing area loses nothing), with a raw manifest.",
 )
 def raw_sequences(context: AssetExecutionContext, storage: StorageResource) -> MaterializeResult:
-    tenant, sample_id = split_partition_key(context.partition_key)
+    return materialize_partitions(
+        context, lambda key: _copy_raw(context, storage, key), summary=("records", "bytes")
+    )
+
+
+def _copy_raw(
+    context: AssetExecutionContext, storage: StorageResource, key: str
+) -> MaterializeResult:
+    tenant, sample_id = split_partition_key(key)
     landing, out = storage.landing_store(), storage.output_store()
+    started_at = time.time()
     location = f"{tenant}/{sample_id}/{drop_validation.MANIFEST_NAME}"
     started = time.perf_counter()
     try:
@@ -151,6 +167,8 @@ def raw_sequences(context: AssetExecutionContext, storage: StorageResource) -> M
     provenance = record_provenance(
         context,
         out,
+        partition_key=key,
+        started_at=started_at,
         inputs={f["path"]: f["sha256"] for f in raw["files"]},
         rows={"records": sum(f["records"] for f in raw["files"])},
         outputs={"bytes": total, "manifest_sha256": raw["manifest_sha256"]},
@@ -191,15 +209,27 @@ _COLUMN_SCHEMA = TableSchema(
     owners=OWNERS,
     code_version=f"shards-{SHARD_FORMAT_VERSION}",
     retry_policy=STORAGE_RETRY,
+    backfill_policy=SAMPLE_BACKFILL,
     description="Normalised, QC-filtered reads with taxonomy and sample metadata as "
     "Hive-partitioned Parquet (shards/tenant=<t>/sample=<s>/), built from raw/ only.",
 )
 def sequence_shards(
     context: AssetExecutionContext, config: ShardsConfig, storage: StorageResource
 ) -> MaterializeResult:
-    tenant, sample_id = split_partition_key(context.partition_key)
-    out = storage.output_store()
     core_config = config.to_core()
+    return materialize_partitions(
+        context,
+        lambda key: _write_shards(context, storage, core_config, key),
+        summary=("records_read", "rows", "dropped_too_short", "dropped_too_many_n"),
+    )
+
+
+def _write_shards(
+    context: AssetExecutionContext, storage: StorageResource, core_config: ShardConfig, key: str
+) -> MaterializeResult:
+    tenant, sample_id = split_partition_key(key)
+    out = storage.output_store()
+    started_at = time.time()
     started = time.perf_counter()
     try:
         raw = read_raw_manifest(out, tenant, sample_id)
@@ -232,6 +262,8 @@ def sequence_shards(
     provenance = record_provenance(
         context,
         out,
+        partition_key=key,
+        started_at=started_at,
         inputs={
             **{f["path"]: f["sha256"] for f in per_file},
             "raw_manifest": raw["manifest_sha256"],
@@ -294,10 +326,6 @@ def sequence_shards(
 # --- checks ------------------------------------------------------------------------------------
 
 
-def _partition(context: AssetCheckExecutionContext) -> tuple[str, str]:
-    return split_partition_key(context.partition_key)
-
-
 @asset_check(
     asset=sequence_shards,
     partitions_def=samples_partitions,
@@ -307,7 +335,11 @@ def _partition(context: AssetCheckExecutionContext) -> tuple[str, str]:
 def shard_row_count(
     context: AssetCheckExecutionContext, storage: StorageResource
 ) -> AssetCheckResult:
-    tenant, sample_id = _partition(context)
+    return combine_check_results({key: _row_count(storage, key) for key in partition_keys(context)})
+
+
+def _row_count(storage: StorageResource, key: str) -> AssetCheckResult:
+    tenant, sample_id = split_partition_key(key)
     out = storage.output_store()
     manifest = read_shard_manifest(out, tenant, sample_id)
     in_parts = rows_in_parts(out, tenant, sample_id, manifest)
@@ -335,7 +367,13 @@ def shard_row_count(
 def shard_unique_ids(
     context: AssetCheckExecutionContext, storage: StorageResource
 ) -> AssetCheckResult:
-    tenant, sample_id = _partition(context)
+    return combine_check_results(
+        {key: _unique_ids(storage, key) for key in partition_keys(context)}
+    )
+
+
+def _unique_ids(storage: StorageResource, key: str) -> AssetCheckResult:
+    tenant, sample_id = split_partition_key(key)
     duplicates, examples = duplicate_sequence_ids(storage.output_store(), tenant, sample_id)
     return AssetCheckResult(
         passed=duplicates == 0,
@@ -351,7 +389,13 @@ def shard_unique_ids(
     description="Every part's schema equals the shard schema of DESIGN.md (names, types, order).",
 )
 def shard_schema(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
-    tenant, sample_id = _partition(context)
+    return combine_check_results(
+        {key: _schema_of_parts(storage, key) for key in partition_keys(context)}
+    )
+
+
+def _schema_of_parts(storage: StorageResource, key: str) -> AssetCheckResult:
+    tenant, sample_id = split_partition_key(key)
     out = storage.output_store()
     manifest = read_shard_manifest(out, tenant, sample_id)
     mismatched = parts_off_schema(out, tenant, sample_id, manifest)

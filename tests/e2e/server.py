@@ -67,6 +67,16 @@ class DagsterDev:
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         (self.dagster_home / "dagster.yaml").write_text(self.instance_yaml)
         self._log = open(self.log_path, "wb")
+        # Create and stamp the SQLite schema in one process first: webserver, daemon and code
+        # server racing to create it can leave two alembic heads for good (dagster#27390).
+        subprocess.run(
+            python("-m", "dagster", "instance", "migrate"),
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            check=True,
+            timeout=300,
+        )
         cmd = python("-m", "dagster", "dev", *self.target)
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         self.process = start(

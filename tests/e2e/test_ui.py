@@ -74,6 +74,13 @@ query ($key: AssetKeyInput!) {
   }
 }
 """
+SENSOR_TICKS_QUERY = """
+query { workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError {
+  ... on RepositoryLocation { repositories { sensors { name sensorState {
+    status ticks(limit: 3) { status timestamp error { message } }
+  } } } }
+} } } } }
+"""
 
 
 def demo_partitions(landing: Path) -> list[str]:
@@ -160,6 +167,32 @@ def wait_for_run(server: DagsterDev, run_id: str, timeout: float) -> str:
     raise AssertionError(f"run {run_id} still {status} after {timeout} s\n{server.log_tail()}")
 
 
+def sensor_ticks(server: DagsterDev) -> list[dict]:
+    """The latest ticks of every sensor: what to read when a sensor seems not to run."""
+    entries = server.graphql(SENSOR_TICKS_QUERY)["workspaceOrError"]["locationEntries"]
+    return [
+        {"sensor": sensor["name"], **sensor["sensorState"]}
+        for entry in entries
+        for repository in (entry["locationOrLoadError"] or {}).get("repositories", [])
+        for sensor in repository["sensors"]
+    ]
+
+
+def wait_for_partitions(server: DagsterDev, expected: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    found: list[str] = []
+    while time.monotonic() < deadline:
+        node = server.graphql(PARTITION_STATS_QUERY, {"key": {"path": ["raw_sequences"]}})
+        found = node["assetNodeOrError"]["partitionKeys"]
+        if set(expected) <= set(found):
+            return
+        time.sleep(3)
+    raise AssertionError(
+        f"the sensor added {sorted(found)}, not {sorted(expected)}, within {timeout} s\n"
+        f"sensor ticks: {json.dumps(sensor_ticks(server), indent=1)}\n{server.log_tail()}"
+    )
+
+
 def test_ui_and_api_end_to_end(deployment, chromium_executable, artifacts, tmp_path, capsys):
     from playwright.sync_api import expect, sync_playwright
 
@@ -193,15 +226,10 @@ def test_ui_and_api_end_to_end(deployment, chromium_executable, artifacts, tmp_p
             page.screenshot(path=artifacts[-1], full_page=True)
 
             # 2. the sensor's first tick turns every demo drop into a `samples` partition
+            wait_for_partitions(deployment, partitions, timeout=420)
             page.goto(f"{url}/assets/raw_sequences?view=partitions")
-            deadline = time.monotonic() + 240
-            while True:
-                missing = [k for k in partitions if not page.get_by_text(k, exact=True).count()]
-                if not missing:
-                    break
-                assert time.monotonic() < deadline, f"partitions never appeared: {missing}"
-                page.wait_for_timeout(5_000)
-                page.reload()
+            for key in partitions:
+                expect(page.get_by_text(key, exact=True).first).to_be_visible(timeout=60_000)
             artifacts.append(tmp_path / "bioscan-partitions.png")
             page.screenshot(path=artifacts[-1], full_page=True)
 
