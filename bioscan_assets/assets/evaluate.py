@@ -56,6 +56,11 @@ class EvaluationConfig(Config):
     nb_bootstrap: int = Field(
         default=_EVAL.nb_bootstrap, description="Naive Bayes bootstrap trials."
     )
+    nb_unseen_rate: float = Field(
+        default=_EVAL.nb_unseen_rate,
+        description="Naive Bayes reference gate (as taxonomy_calls' unseen_rate): share of "
+        "leave-one-out 'unseen genus' cases let through at genus and species.",
+    )
     tenant: str = Field(
         default="",
         description="Evaluate this tenant's latest adapter; empty: the adapter lora_adapter "

@@ -62,7 +62,7 @@ class TaxonomyCallsConfig(Config):
     threshold: float = Field(default=0.8, description="Bootstrap cut-off per rank (RDP: 0.8).")
     bootstrap: int = Field(default=100, description="Bootstrap trials per distinct sequence.")
     unseen_rate: float = Field(
-        default=0.35,
+        default=CallSettings.unseen_rate,
         description="Reference gate: share of leave-one-out 'unseen genus' cases let through "
         "at genus and species (lower abstains more; see core.classify.reference_gate).",
     )

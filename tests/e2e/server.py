@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from tests.helpers import command_env, python, start
+from tests.helpers import REPO, command_env, python, start
 
 WORKSPACE_QUERY = """
 query { workspaceOrError { __typename ... on Workspace {
@@ -29,6 +29,18 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     dequeue_interval_seconds: 1
+telemetry:
+  enabled: false
+"""
+
+# CI's two cores: two runs at a time through the production queue (QueuedRunCoordinator).
+TWO_RUNS_INSTANCE_YAML = """\
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+    max_concurrent_runs: 2
 telemetry:
   enabled: false
 """
@@ -51,6 +63,7 @@ class DagsterDev:
         log_path: Path | None = None,
         instance_yaml: str = TEST_INSTANCE_YAML,
         unset: Sequence[str] = (),
+        cwd: Path = REPO,
     ):
         self.target = list(target)
         self.dagster_home = dagster_home
@@ -61,6 +74,7 @@ class DagsterDev:
         for name in unset:
             self.env.pop(name, None)
         self.instance_yaml = instance_yaml
+        self.cwd = cwd  # `python -m` puts it first on sys.path: the checkout whose code runs
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> DagsterDev:
@@ -72,6 +86,7 @@ class DagsterDev:
         subprocess.run(
             python("-m", "dagster", "instance", "migrate"),
             env=self.env,
+            cwd=self.cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             check=True,
@@ -82,6 +97,7 @@ class DagsterDev:
         self.process = start(
             cmd,
             env=self.env,
+            cwd=self.cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bioscan_assets.commands import follow, submit
-from tests.e2e.server import DagsterDev
+from tests.e2e.server import TWO_RUNS_INSTANCE_YAML, DagsterDev
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,18 +48,6 @@ SIX_ASSETS = [
     "lora_adapter",
     "evaluation_report",
 ]
-# Two runs at a time on CI's two cores; the queue is the production one (QueuedRunCoordinator).
-INSTANCE_YAML = """\
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 1
-    max_concurrent_runs: 2
-telemetry:
-  enabled: false
-"""
-
 RUNS_QUERY = """
 query ($filter: RunsFilter) {
   runsOrError(filter: $filter) {
@@ -123,7 +111,7 @@ def deployment(tmp_path_factory) -> DagsterDev:
         ["-w", str(ROOT / "workspace.yaml")],
         base / "dagster-home",
         env=env,
-        instance_yaml=INSTANCE_YAML,
+        instance_yaml=TWO_RUNS_INSTANCE_YAML,
         unset=("BIOSCAN_STORAGE", "BIOSCAN_EXECUTOR", "DAGSTER_GRAPHQL_URL"),
     )
     server.landing = landing  # type: ignore[attr-defined]

@@ -15,14 +15,9 @@ from bioscan_resources.tracking import WandbResource
 from dagster import DagsterInstance, Definitions
 
 from bioscan_assets.assets.tune import tune_and_evaluate, tune_assets, tune_checks
-from bioscan_assets.core.embedding.accelerator import Accelerator
-from bioscan_assets.core.embedding.compute import EmbeddingExecutor, embed_partition
 from bioscan_assets.core.layout import wandb_run_archive
-from bioscan_assets.core.model.presets import load_model
 from bioscan_assets.core.storage import Store
-from tests.helpers import write_drop
-from tests.pipeline_helpers import ingest
-from tests.synthetic_taxa import make_reference, taxonomy_tsv
+from tests.pipeline_helpers import embedded_reference
 from tests.wandb_offline import read_offline_run
 
 pytestmark = [pytest.mark.integration]
@@ -154,28 +149,11 @@ def test_archive_path_refuses_other_names():
             wandb_run_archive(bad)
 
 
-def _reference(tmp_path: Path) -> tuple[Store, Store]:
-    landing, store = Store(str(tmp_path / "landing")), Store(str(tmp_path / "storage"))
-    ids, seqs, lineages = make_reference(seed=5, per_genus=3)
-    write_drop(
-        landing,
-        "lab-a",
-        "REF-1",
-        sequences=dict(zip(ids, seqs, strict=True)),
-        taxonomy=taxonomy_tsv(ids, lineages),
-    )
-    ingest(landing, store, "lab-a", "REF-1")
-    embed_partition(
-        store, "lab-a", "REF-1", EmbeddingExecutor(load_model("tiny"), Accelerator.discover())
-    )
-    return landing, store
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_lora_adapter_materialisation_says_where_its_run_is(tmp_path, mode, request):
     request.getfixturevalue(f"{mode}_env")
-    landing, store = _reference(tmp_path)
+    landing, store = embedded_reference(tmp_path, per_genus=3)
     defs = Definitions(
         assets=tune_assets,
         asset_checks=tune_checks,

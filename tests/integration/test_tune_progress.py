@@ -13,44 +13,18 @@ from bioscan_resources.tracking import WandbResource
 from dagster import DagsterInstance, Definitions
 
 from bioscan_assets.assets.tune import tune_and_evaluate, tune_assets, tune_checks
-from bioscan_assets.core.embedding.accelerator import Accelerator
-from bioscan_assets.core.embedding.compute import EmbeddingExecutor, embed_partition
-from bioscan_assets.core.index.upsert import upsert_partition
-from bioscan_assets.core.model.presets import load_model
-from bioscan_assets.core.storage import Store
 from bioscan_assets.core.taxonomy import RANKS
 from bioscan_assets.core.tuning.progress import LOSSES_FILE
-from tests.helpers import write_drop
-from tests.pipeline_helpers import ingest
-from tests.synthetic_taxa import make_reference, taxonomy_tsv
+from tests.pipeline_helpers import embedded_reference
 
 pytestmark = [pytest.mark.integration]
 REF = "lab-a/REF-1"
 STEPS, EVERY = 6, 2
 
 
-def _reference_sample(tmp_path: Path) -> tuple[Store, Store]:
-    """One labelled drop through shards, tiny-model embeddings and the index (core code)."""
-    landing, store = Store(str(tmp_path / "landing")), Store(str(tmp_path / "storage"))
-    ids, seqs, lineages = make_reference(seed=5, per_genus=4)
-    write_drop(
-        landing,
-        "lab-a",
-        "REF-1",
-        sequences=dict(zip(ids, seqs, strict=True)),
-        taxonomy=taxonomy_tsv(ids, lineages),
-    )
-    ingest(landing, store, "lab-a", "REF-1")
-    embed_partition(
-        store, "lab-a", "REF-1", EmbeddingExecutor(load_model("tiny"), Accelerator.discover())
-    )
-    upsert_partition(store, "lab-a", "REF-1", "tiny")
-    return landing, store
-
-
 @pytest.mark.slow
 def test_training_progress_is_logged_and_plotted(tmp_path):
-    landing, store = _reference_sample(tmp_path)
+    landing, store = embedded_reference(tmp_path, per_genus=4)
     defs = Definitions(
         assets=tune_assets,
         asset_checks=tune_checks,

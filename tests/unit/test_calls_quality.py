@@ -2,7 +2,8 @@
 
 Numbers on the demo references (seeds 0-2 pooled; 27 seen-genus and 36 unseen-genus test
 sequences): plain 0.8 cut-off 93% / 67% (genus accuracy on seen genera / genus call rate on
-unseen genera); with the reference gate 81% / 17%. The floors below could fail.
+unseen genera); with the reference gate at its default `unseen_rate` 89% / 19%. The floors below
+could fail.
 """
 
 from __future__ import annotations
@@ -57,6 +58,6 @@ def test_gate_halves_unseen_genus_calls_and_keeps_seen_accuracy():
     seen = {k: float(np.mean(v)) for k, v in seen_ok.items()}
     unseen = {k: float(np.mean(v)) for k, v in unseen_called.items()}
     assert len(seen_ok["gate"]) >= 20 and len(unseen_called["gate"]) >= 20
-    assert seen["gate"] >= 0.75, seen
+    assert seen["gate"] >= 0.85, seen
     assert unseen["gate"] <= 0.25, unseen
     assert unseen["gate"] <= unseen["plain"] / 2, unseen

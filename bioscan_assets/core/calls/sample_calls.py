@@ -24,6 +24,7 @@ from bioscan_assets.core.calls.references import (
     usable_reference_keys,
 )
 from bioscan_assets.core.classify.calibrated import CalibratedNB
+from bioscan_assets.core.classify.reference_gate import DEFAULT_UNSEEN_RATE
 from bioscan_assets.core.embedding.accelerator import Accelerator
 from bioscan_assets.core.layout import shard_dir, split_partition_key
 from bioscan_assets.core.manifests import iter_parts
@@ -39,7 +40,7 @@ class CallSettings:
 
     threshold: float = 0.8
     bootstrap: int = 100
-    unseen_rate: float = 0.35
+    unseen_rate: float = DEFAULT_UNSEEN_RATE
     seed: int = 0
     batch_rows: int = 4096
     knn_k: int = 5

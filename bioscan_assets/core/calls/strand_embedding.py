@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
-import jax
 import numpy as np
 
 from bioscan_assets.core.embedding.accelerator import Accelerator
-from bioscan_assets.core.embedding.batching import bucket_ladder, split_windows
+from bioscan_assets.core.embedding.batching import bucket_ladder
+from bioscan_assets.core.embedding.forward import (
+    jit_pooled_forward,
+    length_weighted_mean,
+    tokenise_windows,
+)
 from bioscan_assets.core.model.loaded import LoadedModel
-from bioscan_assets.core.model.nt_model import mean_pool
 
 
 class StrandEmbedder:
@@ -31,18 +33,7 @@ class StrandEmbedder:
         self.rows = rows_per_device * accelerator.device_count
         self._ladder = np.array(bucket_ladder(model.config.max_tokens))
         self._params = accelerator.replicate(model.params)
-        module = model.module(accelerator.dtype)
-        pad_id = model.tokenizer.pad_id
-
-        def forward(params: Any, ids: jax.Array) -> jax.Array:
-            mask = ids != pad_id
-            return mean_pool(module.apply({"params": params}, ids, mask), mask)
-
-        self._forward = jax.jit(
-            forward,
-            in_shardings=(accelerator.replicated, accelerator.batch_sharding),
-            out_shardings=accelerator.replicated,
-        )
+        self._forward = jit_pooled_forward(model, accelerator, accelerator.replicated)
 
     @property
     def model_id(self) -> str:
@@ -50,14 +41,8 @@ class StrandEmbedder:
 
     def embed(self, sequences: Sequence[str]) -> np.ndarray:
         """float32 [N, H] in input order."""
-        tokenizer = self.model.tokenizer
-        max_tokens = self.model.config.max_tokens
-        windows: list[np.ndarray] = []
-        owner: list[int] = []
-        for row, sequence in enumerate(sequences):
-            for window in split_windows(tokenizer.encode(sequence), max_tokens):
-                windows.append(window)
-                owner.append(row)
+        pad_id = self.model.tokenizer.pad_id
+        windows, owner = tokenise_windows(self.model, sequences)
         pooled = np.zeros((len(windows), self.model.config.hidden_size), np.float32)
         by_width: dict[int, list[int]] = defaultdict(list)
         for index, window in enumerate(windows):
@@ -66,14 +51,9 @@ class StrandEmbedder:
         for width, members in sorted(by_width.items()):
             for start in range(0, len(members), self.rows):
                 chunk = members[start : start + self.rows]
-                ids = np.full((self.rows, width), tokenizer.pad_id, np.int32)
+                ids = np.full((self.rows, width), pad_id, np.int32)
                 for slot, member in enumerate(chunk):
                     ids[slot, : len(windows[member])] = windows[member]
                 out = self._forward(self._params, self.accelerator.shard_batch(ids))
                 pooled[chunk] = np.asarray(out, np.float32)[: len(chunk)]
-        vectors = np.zeros((len(sequences), pooled.shape[1]), np.float32)
-        weights = np.zeros(len(sequences), np.float32)
-        for index, row in enumerate(owner):  # windows of a row in their order: a fixed sum
-            vectors[row] += pooled[index] * np.float32(len(windows[index]))
-            weights[row] += np.float32(len(windows[index]))
-        return vectors / np.maximum(weights, np.float32(1.0))[:, None]
+        return length_weighted_mean(pooled, windows, owner, len(sequences))

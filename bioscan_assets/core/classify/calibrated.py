@@ -15,7 +15,11 @@ from typing import Any
 import numpy as np
 
 from bioscan_assets.core.classify.kmer_nb import KmerNaiveBayes
-from bioscan_assets.core.classify.reference_gate import Lineage, ReferenceGate
+from bioscan_assets.core.classify.reference_gate import (
+    DEFAULT_UNSEEN_RATE,
+    Lineage,
+    ReferenceGate,
+)
 
 METHOD = "kmer_nb"
 
@@ -39,7 +43,7 @@ class CalibratedNB:
         self,
         threshold: float = 0.8,
         bootstrap: int = 100,
-        unseen_rate: float = 0.35,
+        unseen_rate: float = DEFAULT_UNSEEN_RATE,
         seed: int = 0,
     ):
         self.nb = KmerNaiveBayes(bootstrap=bootstrap, threshold=threshold, seed=seed)

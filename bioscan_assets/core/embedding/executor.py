@@ -10,13 +10,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import jax
 import numpy as np
 
 from bioscan_assets.core.embedding.accelerator import Accelerator
-from bioscan_assets.core.embedding.batching import pack_batches, split_windows
+from bioscan_assets.core.embedding.batching import pack_batches
+from bioscan_assets.core.embedding.forward import (
+    jit_pooled_forward,
+    length_weighted_mean,
+    tokenise_windows,
+)
 from bioscan_assets.core.model.loaded import LoadedModel
-from bioscan_assets.core.model.nt_model import mean_pool
 
 
 @dataclass
@@ -60,18 +63,7 @@ class EmbeddingExecutor:
         self.stats = EmbedStats()
         self.compiled_shapes: set[tuple[int, int]] = set()  # for the process lifetime
         self._params = accelerator.replicate(model.params)
-        module = model.module(accelerator.dtype)
-        pad_id = model.tokenizer.pad_id
-
-        def forward(params: Any, ids: jax.Array) -> jax.Array:
-            mask = ids != pad_id
-            return mean_pool(module.apply({"params": params}, ids, mask), mask)
-
-        self._forward = jax.jit(
-            forward,
-            in_shardings=(accelerator.replicated, accelerator.batch_sharding),
-            out_shardings=accelerator.batch_sharding,
-        )
+        self._forward = jit_pooled_forward(model, accelerator, accelerator.batch_sharding)
 
     @property
     def compilations(self) -> int:
@@ -81,15 +73,8 @@ class EmbeddingExecutor:
         """float32 [N, H] in input order; long sequences are windowed and length-weighted."""
         stats = self.stats
         started = time.perf_counter()
-        tokenizer = self.model.tokenizer
-        max_tokens = self.model.config.max_tokens
-        pieces: list[np.ndarray] = []
-        owner: list[int] = []
-        for row, sequence in enumerate(sequences):
-            windows = split_windows(tokenizer.encode(sequence), max_tokens)
-            stats.windowed += len(windows) > 1
-            pieces.extend(windows)
-            owner.extend([row] * len(windows))
+        pieces, owner = tokenise_windows(self.model, sequences)
+        stats.windowed += int(np.sum(np.bincount(owner, minlength=len(sequences)) > 1))
         stats.tokenise_s += time.perf_counter() - started
 
         started = time.perf_counter()
@@ -97,8 +82,8 @@ class EmbeddingExecutor:
         pending: list[tuple[Any, np.ndarray]] = []
         for batch in pack_batches(
             pieces,
-            pad_id=tokenizer.pad_id,
-            max_tokens=max_tokens,
+            pad_id=self.model.tokenizer.pad_id,
+            max_tokens=self.model.config.max_tokens,
             token_budget=self.token_budget,
             device_count=self.accelerator.device_count,
         ):
@@ -117,13 +102,8 @@ class EmbeddingExecutor:
             self._collect(item, pooled)
         stats.compute_s += time.perf_counter() - started
 
-        owner_arr = np.asarray(owner)
-        weights = np.array([len(p) for p in pieces], np.float32)
-        out = np.zeros((len(sequences), pooled.shape[1]), np.float32)
-        np.add.at(out, owner_arr, pooled * weights[:, None])
-        totals = np.bincount(owner_arr, weights=weights, minlength=len(sequences))
         stats.sequences += len(sequences)
-        return out / np.maximum(totals, 1.0)[:, None].astype(np.float32)
+        return length_weighted_mean(pooled, pieces, owner, len(sequences))
 
     @staticmethod
     def _collect(item: tuple[Any, np.ndarray], pooled: np.ndarray) -> None:
