@@ -7,7 +7,12 @@ import pytest
 
 from bioscan_assets.core.calls.calls import CallCache, call_table
 from bioscan_assets.core.calls.plots import stacked_barplot
-from bioscan_assets.core.calls.profile import profile_from_calls, rank_rows, top_taxa_markdown
+from bioscan_assets.core.calls.profile import (
+    profile_from_calls,
+    rank_rows,
+    rank_shares,
+    top_taxa_markdown,
+)
 
 A = ("Bacteria", "Firmicutes", "Bacilli", "Bacillales", "Bacillaceae", "Bacillus", None)
 B = ("Bacteria", "Firmicutes", None, None, None, None, None)
@@ -48,6 +53,11 @@ def test_profile_counts_every_read_and_sums_to_one_per_rank():
         rows = rank_rows(profile, rank)
         assert sum(r["reads"] for r in rows) == 4
         assert sum(r["fraction"] for r in rows) == pytest.approx(1.0)
+        # the barplot's bar: unassigned under different parents is one segment, and it fills up
+        shares = rank_shares(profile, rank)
+        assert sum(shares.values()) == pytest.approx(1.0)
+        assert list(shares).count("Unassigned") <= 1
+    assert rank_shares(profile, "genus")["Unassigned"] == pytest.approx(0.5)
     md = top_taxa_markdown(profile, "genus")
     assert "| Bacillus |" in md and "50.0" in md
 

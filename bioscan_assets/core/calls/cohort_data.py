@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from bioscan_assets.core.calls.profile import UNASSIGNED
+from bioscan_assets.core.calls.profile import UNASSIGNED, rank_rows, rank_shares
 from bioscan_assets.core.ingest.raw import read_raw_manifest
 from bioscan_assets.core.layout import (
     check_sample_id,
@@ -67,15 +67,12 @@ def load_sample(store: Store, tenant: str, sample_id: str, rank: str) -> CohortS
     except FileNotFoundError:
         return sample
     sample.has_profile = True
-    for row in pq.read_table(io.BytesIO(data)).to_pylist():
-        if row["rank"] == RANKS[0]:
-            sample.reads += row["reads"]
-        if row["rank"] != rank:
-            continue
-        taxon = row["taxon"]
-        sample.shares[taxon] = sample.shares.get(taxon, 0.0) + row["fraction"]
-        if taxon != UNASSIGNED:
-            sample.lineages.setdefault(taxon, row["lineage"])
+    profile = pq.read_table(io.BytesIO(data))
+    sample.reads = sum(row["reads"] for row in rank_rows(profile, RANKS[0]))
+    sample.shares = rank_shares(profile, rank)
+    for row in rank_rows(profile, rank):
+        if row["taxon"] != UNASSIGNED:
+            sample.lineages.setdefault(row["taxon"], row["lineage"])
     return sample
 
 

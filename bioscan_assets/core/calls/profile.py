@@ -76,6 +76,15 @@ def rank_rows(profile: pa.Table, rank: str) -> list[dict[str, Any]]:
     return [row for row in profile.to_pylist() if row["rank"] == rank]
 
 
+def rank_shares(profile: pa.Table, rank: str) -> dict[str, float]:
+    """Fraction of reads per taxon name at `rank`; reads unassigned under different parents pooled
+    (a rank's shares sum to 1, as a stacked bar must)."""
+    shares: dict[str, float] = {}
+    for row in rank_rows(profile, rank):
+        shares[row["taxon"]] = shares.get(row["taxon"], 0.0) + row["fraction"]
+    return shares
+
+
 def top_taxa_markdown(profile: pa.Table, rank: str = "genus", top: int = 10) -> str:
     """The `top` taxa at `rank` as a Markdown table (the rest summed into one line)."""
     rows = rank_rows(profile, rank)
