@@ -138,6 +138,10 @@ def taxonomy_dir(tenant: str, sample_id: str) -> str:
     return f"taxonomy/tenant={tenant}/sample={sample_id}"
 
 
+def taxonomy_tenant_dir(tenant: str) -> str:
+    return f"taxonomy/tenant={tenant}"
+
+
 def profile_dir(tenant: str, sample_id: str) -> str:
     """Taxonomic profile of a sample: `profile.parquet`, `profile.tsv`, `barplot.png`."""
     return f"profiles/tenant={tenant}/sample={sample_id}"

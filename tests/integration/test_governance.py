@@ -433,6 +433,11 @@ def test_costs_and_manifests_stay_within_the_tenant(demo):
             if not p.startswith("raw/")
         )
         assert summary["storage_total_bytes"] - summary["storage_bytes"].get("raw", 0) == own
+    # every area a tenant's data lands in is charged to it: the hash store, adapters, reports too
+    charged = costs.tenant_summary(demo.store, A)["storage_bytes"]
+    assert {"raw", "shards", "embeddings", "vectors", "lancedb", "adapters", "reports"} <= {
+        area for area, size in charged.items() if size > 0
+    }, charged
     for crafted, _ in CRAFTED[3:]:
         with pytest.raises(ValueError):
             costs.tenant_summary(demo.store, crafted)

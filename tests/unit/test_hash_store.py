@@ -232,6 +232,7 @@ def test_retention_keeps_referenced_vectors_and_expires_the_rest(tmp_path, store
     full = [d for d in plan_retention(store, policies, now) if d.policy == "hash_store"]
     assert {d.target for d in full} == {d.target for d in plan}
     apply_retention(store, full, AuditLog(store, "r-1"), policies=policies)
+    assert not any(store.local_path(d.target).exists() for d in full)  # no empty commit folders
     left = set(_store_hashes(store, "lab", ex))
     assert left == {sequence_hash(s) for s in pool[:6]}  # all of S1's, none of S2's own
     # S1 still embeds from the store alone; S2 recomputes exactly what expired

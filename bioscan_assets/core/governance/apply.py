@@ -38,7 +38,8 @@ class RetentionResult:
 
 
 def _remove_empty_dirs(store: Store, target: str) -> None:
-    """Folders a deleted checkpoint step or W&B run leaves behind (local stores only)."""
+    """Folders a deleted checkpoint step, W&B run or hash-store commit leaves behind (local
+    stores only)."""
     local = store.local_path(target)
     if local is None or not local.is_dir():
         return
@@ -167,7 +168,7 @@ def apply_retention(
             for rel in item.files:
                 root.delete(rel)
                 deleted.append(rel)
-            if item.policy in ("checkpoints", "wandb"):
+            if item.policy in ("checkpoints", "wandb", "hash_store"):
                 _remove_empty_dirs(root, item.target)
         except BaseException as exc:
             audit.append(

@@ -94,16 +94,20 @@ class Adapter:
         }
 
 
-def _root(model_id: str, tenant: str | None) -> str:
-    return f"adapters/{model_id}" + (f"/tenant={check_tenant(tenant)}" if tenant else "")
+ADAPTERS_ROOT = "adapters"
+
+
+def adapter_root(model_id: str, tenant: str | None) -> str:
+    """A model's adapters for one tenant (or, without a tenant, those trained on every tenant)."""
+    return f"{ADAPTERS_ROOT}/{model_id}" + (f"/tenant={check_tenant(tenant)}" if tenant else "")
 
 
 def adapter_dir(model_id: str, version: str, tenant: str | None = None) -> str:
-    return f"{_root(model_id, tenant)}/{version}"
+    return f"{adapter_root(model_id, tenant)}/{version}"
 
 
 def latest_pointer(model_id: str, tenant: str | None = None) -> str:
-    return f"{_root(model_id, tenant)}/latest.json"
+    return f"{adapter_root(model_id, tenant)}/latest.json"
 
 
 def save_adapter(
