@@ -29,9 +29,10 @@ from bioscan_assets.assets.keys import CALLS_KEY, NOVELTY_KEY, OWNERS
 from bioscan_assets.assets.provenance import run_trigger, run_user
 from bioscan_assets.core.governance import provenance
 from bioscan_assets.core.governance.record import record_run
+from bioscan_assets.core.layout import novelty_dir
 from bioscan_assets.core.novelty.build import NoveltySettings, build_novelty
 from bioscan_assets.core.novelty.report import cluster_rows, markdown_table, summary_line
-from bioscan_assets.core.novelty.store import NOVELTY_FORMAT_VERSION, novelty_dir
+from bioscan_assets.core.novelty.store import NOVELTY_FORMAT_VERSION
 from bioscan_assets.core.storage import Store
 from bioscan_assets.partitions import samples_partitions, tenants_partitions
 

@@ -152,6 +152,20 @@ def profile_tenant_dir(tenant: str) -> str:
     return f"profiles/tenant={tenant}"
 
 
+def novelty_dir(tenant: str) -> str:
+    """A tenant's novelty result: versioned Parquet + PNG files, `_manifest.json` last."""
+    return f"novelty/tenant={check_tenant(tenant)}"
+
+
+def adapters_root() -> str:
+    return "adapters"
+
+
+def adapter_root(model_id: str, tenant: str | None) -> str:
+    """A model's adapters for one tenant (or, without a tenant, those trained on every tenant)."""
+    return f"adapters/{model_id}" + (f"/tenant={check_tenant(tenant)}" if tenant else "")
+
+
 def evaluation_report_dir(tenant: str) -> str:
     """Evaluation reports of one tenant's adapters ('' = an adapter that names no tenant);
     `latest/` holds the newest, each run its own folder beside it."""

@@ -31,7 +31,7 @@ from dagster import DagsterInstance  # noqa: E402
 
 from bioscan_assets.commands import follow, submit  # noqa: E402
 from bioscan_assets.partitions import samples_partitions  # noqa: E402
-from tests.e2e.server import TWO_RUNS_INSTANCE_YAML, DagsterDev  # noqa: E402
+from tests.e2e.server import TWO_RUNS_INSTANCE_YAML, DagsterDev, tiny_model_env  # noqa: E402
 from tests.helpers import python, random_dna, write_drop  # noqa: E402
 
 RUNS_QUERY = """
@@ -53,15 +53,7 @@ def bench(partitions: int, code: Path) -> dict:
             sequences={f"r{j}": random_dna(rng, 150) for j in range(50)},
         )
         keys.append(f"bench/P{i:03d}")
-    env = {
-        "BIOSCAN_HOME": str(base / "home"),
-        "BIOSCAN_LANDING": str(landing),
-        "BIOSCAN_MODEL": "tiny",
-        "WANDB_MODE": "offline",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": str(code),
-        "DAGSTER_HOME": str(home),
-    }
+    env = {**tiny_model_env(base, landing), "PYTHONPATH": str(code), "DAGSTER_HOME": str(home)}
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text(TWO_RUNS_INSTANCE_YAML)
     full_env = {**os.environ, **env}

@@ -46,6 +46,17 @@ telemetry:
 """
 
 
+def tiny_model_env(base: Path, landing: Path) -> dict[str, str]:
+    """A fresh BIOSCAN_HOME under `base` over `landing`, the tiny model on CPU, W&B offline."""
+    return {
+        "BIOSCAN_HOME": str(base / "home"),
+        "BIOSCAN_LANDING": str(landing),
+        "BIOSCAN_MODEL": "tiny",
+        "WANDB_MODE": "offline",
+        "JAX_PLATFORMS": "cpu",
+    }
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bioscan_assets.commands import follow, submit
-from tests.e2e.server import TWO_RUNS_INSTANCE_YAML, DagsterDev
+from tests.e2e.server import TWO_RUNS_INSTANCE_YAML, DagsterDev, tiny_model_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -100,17 +100,10 @@ def deployment(tmp_path_factory) -> DagsterDev:
     base = tmp_path_factory.mktemp("bioscan-e2e")
     landing = base / "landing"
     shutil.copytree(DEMO_LANDING, landing)
-    env = {
-        "BIOSCAN_HOME": str(base / "home"),
-        "BIOSCAN_LANDING": str(landing),
-        "BIOSCAN_MODEL": "tiny",
-        "WANDB_MODE": "offline",
-        "JAX_PLATFORMS": "cpu",
-    }
     server = DagsterDev(
         ["-w", str(ROOT / "workspace.yaml")],
         base / "dagster-home",
-        env=env,
+        env=tiny_model_env(base, landing),
         instance_yaml=TWO_RUNS_INSTANCE_YAML,
         unset=("BIOSCAN_STORAGE", "BIOSCAN_EXECUTOR", "DAGSTER_GRAPHQL_URL"),
     )

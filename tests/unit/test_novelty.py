@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bioscan_assets.core.layout import novelty_dir
 from bioscan_assets.core.novelty.clusters import (
     NOISE,
     ClusterSettings,
@@ -16,7 +17,6 @@ from bioscan_assets.core.novelty.kmers import canonical_words, containment, wind
 from bioscan_assets.core.novelty.pictures import novelty_map, pca_from_distances
 from bioscan_assets.core.novelty.spaces import EmbeddingSpace, KmerSpace, nearest_reference
 from bioscan_assets.core.novelty.stable_ids import format_id, jaccard, match_clusters
-from bioscan_assets.core.novelty.store import novelty_dir
 from tests.helpers import random_dna
 
 REVCOMP = str.maketrans("ACGT", "TGCA")

@@ -10,11 +10,11 @@ import pytest
 
 from bioscan_assets.core import layout
 from bioscan_assets.core.ingest.shard_reader import iter_shard_batches
+from bioscan_assets.core.layout import novelty_dir
 from bioscan_assets.core.manifests import MANIFEST_NAME
 from bioscan_assets.core.novelty.build import NoveltySettings, build_novelty
 from bioscan_assets.core.novelty.store import (
     CLUSTER_SCHEMA,
-    novelty_dir,
     read_clusters,
     read_novelty_manifest,
 )

@@ -15,9 +15,7 @@ from bioscan_assets.core.governance.listing import child_dirs
 from bioscan_assets.core.governance.prices import GB, Prices, default_prices
 from bioscan_assets.core.governance.provenance import iter_run_manifests, list_manifest_assets
 from bioscan_assets.core.layout import TENANT_RE
-from bioscan_assets.core.novelty.store import novelty_dir
 from bioscan_assets.core.storage import Store
-from bioscan_assets.core.tuning.adapter import ADAPTERS_ROOT, adapter_root
 
 
 def sum_costs(manifests: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -54,7 +52,7 @@ def tenant_prefixes(store: Store, tenant: str) -> list[str]:
         layout.quarantine_dir(tenant),
         layout.taxonomy_tenant_dir(tenant),
         layout.profile_tenant_dir(tenant),
-        novelty_dir(tenant),
+        layout.novelty_dir(tenant),
         layout.evaluation_report_dir(tenant),
         layout.cohort_report_dir(tenant),
     ]
@@ -63,8 +61,8 @@ def tenant_prefixes(store: Store, tenant: str) -> list[str]:
     for model in child_dirs(store, layout.hash_store_root()):
         for weights in child_dirs(store, layout.hash_store_model_dir(model)):
             prefixes.append(layout.hash_store_dir(model, weights, tenant))
-    for model in child_dirs(store, ADAPTERS_ROOT):
-        prefixes.append(adapter_root(model, tenant))
+    for model in child_dirs(store, layout.adapters_root()):
+        prefixes.append(layout.adapter_root(model, tenant))
     prefixes += [
         layout.run_manifest_tenant_dir(asset, tenant) for asset in list_manifest_assets(store)
     ]

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bioscan_assets.core.layout import check_tenant
+from bioscan_assets.core.layout import novelty_dir
 from bioscan_assets.core.manifests import MANIFEST_NAME, iter_parts, read_manifest
 from bioscan_assets.core.storage import Store
 
@@ -56,11 +56,6 @@ MEMBER_SCHEMA = pa.schema(
         pa.field("medoid", pa.bool_(), nullable=False),
     ]
 )
-
-
-def novelty_dir(tenant: str) -> str:
-    """A tenant's novelty result: versioned Parquet + PNG files, `_manifest.json` last."""
-    return f"novelty/tenant={check_tenant(tenant)}"
 
 
 def _parquet(table: pa.Table) -> bytes:

@@ -18,7 +18,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
-from bioscan_assets.core.layout import check_tenant
+from bioscan_assets.core.layout import adapter_root
 from bioscan_assets.core.model.loaded import LoadedModel
 from bioscan_assets.core.model.nt_model import NTConfig
 from bioscan_assets.core.storage import Store
@@ -92,14 +92,6 @@ class Adapter:
             },
             "extra": self.extra,
         }
-
-
-ADAPTERS_ROOT = "adapters"
-
-
-def adapter_root(model_id: str, tenant: str | None) -> str:
-    """A model's adapters for one tenant (or, without a tenant, those trained on every tenant)."""
-    return f"{ADAPTERS_ROOT}/{model_id}" + (f"/tenant={check_tenant(tenant)}" if tenant else "")
 
 
 def adapter_dir(model_id: str, version: str, tenant: str | None = None) -> str:
