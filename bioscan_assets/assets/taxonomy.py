@@ -267,7 +267,7 @@ def taxonomic_profile(
     profile = profile_from_calls(iter_calls(store, tenant, sample_id, columns=list(RANKS)))
     folder = profile_dir(tenant, sample_id)
     paths = write_profile(store, tenant, sample_id, profile)
-    bars = {rank: rank_shares(profile, rank) for rank in RANKS[1:]}
+    bars = {rank: rank_shares(rank_rows(profile, rank)) for rank in RANKS[1:]}
     png = stacked_barplot(bars, title=f"{tenant}/{sample_id}", top=config.top)
     metadata: dict[str, Any] = {
         "dagster/row_count": profile.num_rows,

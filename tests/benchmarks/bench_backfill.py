@@ -36,7 +36,7 @@ from tests.helpers import python, random_dna, write_drop  # noqa: E402
 
 RUNS_QUERY = """
 query ($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results {
-  status startTime endTime tags { key value } } } } }
+  status startTime endTime } } } }
 """
 
 

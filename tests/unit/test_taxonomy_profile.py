@@ -54,10 +54,10 @@ def test_profile_counts_every_read_and_sums_to_one_per_rank():
         assert sum(r["reads"] for r in rows) == 4
         assert sum(r["fraction"] for r in rows) == pytest.approx(1.0)
         # the barplot's bar: unassigned under different parents is one segment, and it fills up
-        shares = rank_shares(profile, rank)
+        shares = rank_shares(rows)
         assert sum(shares.values()) == pytest.approx(1.0)
         assert list(shares).count("Unassigned") <= 1
-    assert rank_shares(profile, "genus")["Unassigned"] == pytest.approx(0.5)
+    assert rank_shares(rank_rows(profile, "genus"))["Unassigned"] == pytest.approx(0.5)
     md = top_taxa_markdown(profile, "genus")
     assert "| Bacillus |" in md and "50.0" in md
 

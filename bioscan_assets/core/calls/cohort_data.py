@@ -69,8 +69,9 @@ def load_sample(store: Store, tenant: str, sample_id: str, rank: str) -> CohortS
     sample.has_profile = True
     profile = pq.read_table(io.BytesIO(data))
     sample.reads = sum(row["reads"] for row in rank_rows(profile, RANKS[0]))
-    sample.shares = rank_shares(profile, rank)
-    for row in rank_rows(profile, rank):
+    rows = rank_rows(profile, rank)
+    sample.shares = rank_shares(rows)
+    for row in rows:
         if row["taxon"] != UNASSIGNED:
             sample.lineages.setdefault(row["taxon"], row["lineage"])
     return sample

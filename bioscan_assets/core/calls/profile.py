@@ -9,7 +9,7 @@ did get (a read called down to Firmicutes is "Unassigned" at genus within
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -76,11 +76,11 @@ def rank_rows(profile: pa.Table, rank: str) -> list[dict[str, Any]]:
     return [row for row in profile.to_pylist() if row["rank"] == rank]
 
 
-def rank_shares(profile: pa.Table, rank: str) -> dict[str, float]:
-    """Fraction of reads per taxon name at `rank`; reads unassigned under different parents pooled
-    (a rank's shares sum to 1, as a stacked bar must)."""
+def rank_shares(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Fraction of reads per taxon name among one rank's `rank_rows`; reads unassigned under
+    different parents pooled (a rank's shares sum to 1, as a stacked bar must)."""
     shares: dict[str, float] = {}
-    for row in rank_rows(profile, rank):
+    for row in rows:
         shares[row["taxon"]] = shares.get(row["taxon"], 0.0) + row["fraction"]
     return shares
 
